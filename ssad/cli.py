@@ -1,0 +1,197 @@
+"""Command line: ``python -m ssad train | evaluate | predict | bench`` (see docs in the README).
+
+Every user-facing problem ends as one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ssad.data import load_image, open_dataset
+from ssad.errors import SsadError
+from ssad.evaluation import evaluate
+from ssad.hub import load_model
+from ssad.methods import METHODS, Method, method_class
+from ssad.methods.base import Progress
+
+
+def tqdm_progress(description: str) -> tuple[Progress, Any]:
+    """A progress callback drawing a tqdm bar on stderr, and the bar (to close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+            bar.set_description(f"{description}: {message.split(' ')[0]}")
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    return progress, bar
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SsadError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _load(args: argparse.Namespace, model: str | None) -> Method:
+    device = _device(getattr(args, "device", "cpu"))
+    if getattr(args, "weights", None):
+        folder = Path(args.weights)
+        if not folder.is_dir():
+            raise SsadError(f"--weights {folder}: no such folder")
+        return method_class(args.method).load(folder, device)
+    if model is None:
+        raise SsadError("give --weights WDIR or --model dataset/category")
+    return load_model(args.method, model, device)[0]
+
+
+def _emit(payload: dict[str, Any], json_file: str | None) -> None:
+    text = json.dumps(payload, indent=2)
+    print(text)
+    if json_file:
+        Path(json_file).write_text(text + "\n")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cls = method_class(args.method)
+    dataset = open_dataset(args.data)
+    overrides = {name: getattr(args, name) for name in ("size", "epochs", "seed") if getattr(args, name) is not None}
+    config = dataclasses.replace(cls.config_class(), **overrides)
+    torch.manual_seed(config.seed)
+    progress, bar = tqdm_progress(f"train {cls.id} on {dataset.name}")
+    try:
+        method = cls(config, _device(args.device)).fit(dataset, progress)
+    finally:
+        bar.close()
+    folder = method.save(args.out)
+    print(json.dumps({"weights": str(folder), "model": dataset.name, "train_seconds": method.info["train_seconds"]}))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    dataset = open_dataset(args.data)
+    method = _load(args, dataset.name)
+    progress, bar = tqdm_progress(f"evaluate {method.id} on {dataset.name}")
+    try:
+        report = evaluate(method, dataset, progress)
+    finally:
+        bar.close()
+    _emit(report, args.json)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    method = _load(args, args.model)
+    image = load_image(args.image)
+    result = method.predict(image, with_frames=False)
+    payload = {"score": result.score, "label": result.label, "threshold": result.threshold}
+    if args.out:
+        from PIL import Image
+
+        from ssad.viz import result_overlay
+
+        Image.fromarray(result_overlay(image, result)).save(args.out)
+        payload["overlay"] = args.out
+    _emit(payload, None)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    method = _load(args, args.model or "mvtec/bottle")
+    image = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
+    for _ in range(2):
+        method.predict(image)
+    times = []
+    for _ in range(args.n):
+        started = time.perf_counter()
+        method.predict(image)
+        times.append((time.perf_counter() - started) * 1000)
+    _emit(
+        {
+            "method": method.id,
+            "device": str(method.device),
+            "threads": torch.get_num_threads(),
+            "size": method.config.size,
+            "ms_per_image_median": round(statistics.median(times), 2),
+            "ms_per_image_p90": round(float(np.percentile(times, 90)), 2),
+            "n": args.n,
+        },
+        args.json,
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see python -m ssad {self.prog.split()[-1]} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ssad", description="Self-supervised anomaly detection: SSM, ST-SSAD, SGSF.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    method_help = f"method id: {', '.join(METHODS)}"
+
+    train = commands.add_parser("train", help="train a model on the normal images of a dataset folder")
+    train.add_argument("--method", required=True, help=method_help)
+    train.add_argument("--data", required=True, help="MVTec category, OCT2017 folder or folder of normal images")
+    train.add_argument("--out", required=True, help="folder for model.safetensors and config.json")
+    train.add_argument("--size", type=int, help="input size in pixels")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    train.set_defaults(run=cmd_train)
+
+    evaluate_ = commands.add_parser("evaluate", help="score every test image and print the metrics as JSON")
+    evaluate_.add_argument("--method", required=True, help=method_help)
+    evaluate_.add_argument("--data", required=True)
+    evaluate_.add_argument("--weights", help="weights folder (default: the model for this dataset)")
+    evaluate_.add_argument("--json", help="also write the JSON to this file")
+    evaluate_.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    evaluate_.set_defaults(run=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="score one image")
+    predict.add_argument("--method", required=True, help=method_help)
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="weights folder")
+    source.add_argument("--model", help="dataset/category, e.g. mvtec/bottle")
+    predict.add_argument("image")
+    predict.add_argument("--out", help="write the heat-map overlay to this PNG")
+    predict.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    predict.set_defaults(run=cmd_predict)
+
+    bench = commands.add_parser("bench", help="time single-image inference (median of --n runs after warm-up)")
+    bench.add_argument("--method", required=True, help=method_help)
+    bench.add_argument("--model", help="dataset/category (default mvtec/bottle)")
+    bench.add_argument("--weights", help="weights folder instead of --model")
+    bench.add_argument("--n", type=int, default=20)
+    bench.add_argument("--json")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SsadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,116 @@
+"""Finding weights: the embedded ``weights/`` folder first, then the Hugging Face Hub cache, then a download.
+
+A model is addressed as ``<method>/<dataset>/<category>`` both in ``weights/`` and in the Hub repository,
+e.g. ``ssm/mvtec/bottle/model.safetensors``. Downloads are pinned to one revision. With
+``HF_HUB_OFFLINE=1`` (read by huggingface_hub at import) no request leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ssad.errors import WeightsError
+from ssad.methods import Method, method_class
+from ssad.methods.base import CONFIG_FILE, WEIGHTS_FILE
+from ssad.provenance import REPO_ROOT
+
+WEIGHTS_DIR = Path(os.environ.get("SSAD_WEIGHTS_DIR", REPO_ROOT / "weights"))
+HUB_REPO = os.environ.get("SSAD_HUB_REPO", "ssad-project/ssad-weights")
+HUB_REVISION = os.environ.get("SSAD_HUB_REVISION", "v0.1.0")
+
+Source = Literal["embedded", "hub cache", "hub download"]
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights folder and where it came from (shown in the app)."""
+
+    folder: Path
+    source: Source
+    detail: str
+
+
+def model_key(method_id: str, model: str) -> str:
+    """The path of a model inside ``weights/`` and the Hub repo: ``ssm/mvtec/bottle``."""
+    parts = model.split("/")
+    if len(parts) != 2 or not all(part and part not in (".", "..") and part.replace("_", "").replace("-", "").isalnum() for part in parts):
+        raise WeightsError(f"model {model!r} is not of the form dataset/category (e.g. mvtec/bottle)")
+    return f"{method_id}/{model}"
+
+
+def resolve_weights(
+    method_id: str,
+    model: str,
+    *,
+    weights_dir: Path | None = None,
+    repo: str | None = None,
+    revision: str | None = None,
+    cache_dir: Path | None = None,
+    allow_download: bool = True,
+) -> ResolvedWeights:
+    """Find the folder holding ``model.safetensors`` and ``config.json`` for a method and model."""
+    key = model_key(method_id, model)
+    local = (weights_dir or WEIGHTS_DIR) / key
+    if (local / WEIGHTS_FILE).is_file() and (local / CONFIG_FILE).is_file():
+        return ResolvedWeights(local, "embedded", str(local))
+    repo, revision = repo or HUB_REPO, revision or HUB_REVISION
+    cached = _from_hub(key, repo, revision, cache_dir, local_files_only=True)
+    if cached is not None:
+        return ResolvedWeights(cached, "hub cache", f"{repo}@{revision}")
+    if allow_download:
+        try:
+            downloaded = _from_hub(key, repo, revision, cache_dir, local_files_only=False)
+        except Exception as error:  # network or Hub errors: the message below says what was tried
+            raise WeightsError(
+                f"no weights for {key}: not in {local}, not in the Hub cache, download from {repo}@{revision} failed ({type(error).__name__})"
+            ) from None
+        if downloaded is not None:
+            return ResolvedWeights(downloaded, "hub download", f"{repo}@{revision}")
+    raise WeightsError(f"no weights for {key}: not in {local} nor in the Hub cache of {repo}@{revision} (offline)")
+
+
+def _from_hub(key: str, repo: str, revision: str, cache_dir: Path | None, local_files_only: bool) -> Path | None:
+    """Both files of a model from the Hub (cache only, or with a download); None when not available."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    paths = []
+    for filename in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            paths.append(
+                hf_hub_download(
+                    repo, filename, subfolder=key, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+                )
+            )
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+            return None
+    return Path(paths[0]).parent
+
+
+_loaded: dict[tuple[str, str, str], tuple[Method, ResolvedWeights]] = {}
+_lock = threading.Lock()
+
+
+def load_model(method: str, model: str, device: str | torch.device = "cpu") -> tuple[Method, ResolvedWeights]:
+    """Resolve and load a model once per process; later calls share the same instance."""
+    cls = method_class(method)
+    key = (cls.id, model, str(device))
+    with _lock:
+        if key not in _loaded:
+            resolved = resolve_weights(cls.id, model)
+            _loaded[key] = (cls.load(resolved.folder, device), resolved)
+        return _loaded[key]
+
+
+def embedded_models() -> list[tuple[str, str]]:
+    """(method id, dataset/category) of every model in ``weights/``."""
+    return sorted(
+        (path.parent.parent.parent.name, f"{path.parent.parent.name}/{path.parent.name}")
+        for path in WEIGHTS_DIR.glob(f"*/*/*/{WEIGHTS_FILE}")
+    )

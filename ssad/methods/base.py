@@ -1,0 +1,263 @@
+"""The contract every method follows: train from a dataset, save and load, predict one image.
+
+A method subclasses :class:`Method`, declares its config dataclass, builds its networks and implements
+``train_networks`` and ``infer`` at its own input size. Everything else (data loading, held-out
+calibration, resizing maps back to the input, saving with a checksum, loading strictly) lives here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ssad.data import AnomalyDataset, image_to_tensor, load_image, resize_image
+from ssad.errors import SsadError, WeightsError
+from ssad.provenance import provenance
+from ssad.result import AnomalyResult, Calibration, Frame
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+Progress = Callable[[int, int, str], None]
+"""Called as ``progress(done, total, message)`` during training and evaluation."""
+
+
+def no_progress(done: int, total: int, message: str) -> None:
+    """The default progress callback: say nothing."""
+
+
+@dataclass
+class MethodConfig:
+    """Settings common to every method; each method extends it. Saved in ``config.json``."""
+
+    size: int = 128
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    held_out_fraction: float = 0.1
+    threshold_sigmas: float = 3.0
+    storage_dtype: str = "float16"
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A method's raw answer at its own input size, before the base class maps it back to the image."""
+
+    score: float
+    anomaly_map: torch.Tensor
+    frames: tuple[Frame, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a method may learn from: normal training images, held-out normals, and the dataset itself.
+
+    ``held_out`` images are never trained on; they calibrate scores. ``dataset`` gives methods that tune
+    on unlabelled data (ST-SSAD) access to it; labels must not be read.
+    """
+
+    train: torch.Tensor
+    held_out: torch.Tensor
+    dataset: AnomalyDataset
+
+
+class Method(ABC):
+    """Base class of SSM, ST-SSAD and SGSF."""
+
+    id: ClassVar[str]
+    display_name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig | None = None, device: str | torch.device = "cpu"):
+        self.config = config if config is not None else self.config_class()
+        self.device = torch.device(device)
+        self.networks: nn.ModuleDict = self.build_networks().to(self.device)
+        self.state: dict[str, Any] = {}
+        self.calibration: Calibration | None = None
+        self.info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ what each method implements
+
+    @abstractmethod
+    def build_networks(self) -> nn.ModuleDict:
+        """All trainable modules and tensor state (as buffers); saved to ``model.safetensors``."""
+
+    @abstractmethod
+    def train_networks(self, data: TrainingData, progress: Progress) -> dict[str, Any]:
+        """Train on ``data``; return a small log (losses per epoch) that is saved with the weights."""
+
+    @abstractmethod
+    def infer(self, image: torch.Tensor, with_frames: bool = True) -> Inference:
+        """Score one [3, size, size] image in [0, 1] on ``self.device``; called under inference mode."""
+
+    # ------------------------------------------------------------------ training and calibration
+
+    def fit(self, dataset: AnomalyDataset, progress: Progress = no_progress) -> Method:
+        """Train on the dataset's normal training images and calibrate on a held-out part of them."""
+        torch.manual_seed(self.config.seed)
+        samples = list(dataset.train)
+        if len(samples) < 2:
+            raise SsadError(f"{dataset.root}: at least 2 normal training images are needed, found {len(samples)}")
+        order = np.random.default_rng(self.config.seed).permutation(len(samples))
+        n_held_out = min(len(samples) - 1, max(1, round(self.config.held_out_fraction * len(samples))))
+        images = self.load_images([samples[i].path for i in order], progress)
+        data = TrainingData(train=images[n_held_out:], held_out=images[:n_held_out], dataset=dataset)
+        started = time.perf_counter()
+        self.networks.train()
+        log = self.train_networks(data, progress)
+        self.networks.eval()
+        self.calibrate(data.held_out)
+        self.info = {
+            "model": dataset.name,
+            "data": str(dataset.root),
+            "n_train": len(data.train),
+            "n_held_out": len(data.held_out),
+            "train_seconds": round(time.perf_counter() - started, 1),
+            "log": log,
+            **provenance(self.device),
+        }
+        return self
+
+    def load_images(self, paths: list[Path], progress: Progress = no_progress) -> torch.Tensor:
+        """Decode and resize images to the method's input size as one [N, 3, size, size] tensor."""
+        tensors = []
+        for done, path in enumerate(paths, 1):
+            tensors.append(image_to_tensor(resize_image(load_image(path), self.config.size)))
+            progress(done, len(paths), "loading images")
+        return torch.stack(tensors)
+
+    @torch.inference_mode()
+    def calibrate(self, normal_images: torch.Tensor) -> Calibration:
+        """Store the score statistics of normal images that were not trained on."""
+        self.networks.eval()
+        inferences = [self.infer(image.to(self.device), with_frames=False) for image in normal_images]
+        scores = np.array([inference.score for inference in inferences])
+        maps = torch.stack([inference.anomaly_map for inference in inferences]).float().cpu().numpy()
+        self.calibration = Calibration.from_normal_scores(scores, maps, self.config.threshold_sigmas)
+        return self.calibration
+
+    # ------------------------------------------------------------------ prediction
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray | str | Path | bytes, with_frames: bool = True) -> AnomalyResult:
+        """Score one image of any size; the map comes back at the image's own resolution."""
+        if self.calibration is None:
+            raise SsadError(f"{self.display_name} model is not trained or loaded")
+        pixels = load_image(image)
+        tensor = image_to_tensor(resize_image(pixels, self.config.size)).to(self.device)
+        self.networks.eval()
+        inference = self.infer(tensor, with_frames=with_frames)
+        anomaly_map = F.interpolate(
+            inference.anomaly_map.float()[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False
+        )[0, 0]
+        return AnomalyResult(
+            score=float(inference.score),
+            anomaly_map=anomaly_map.cpu().numpy(),
+            calibration=self.calibration,
+            frames=inference.frames,
+            extras=inference.extras,
+        )
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def describe(self) -> dict[str, Any]:
+        """Everything ``config.json`` records, except the checksum."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "method": self.id,
+            "config": dataclasses.asdict(self.config),
+            "state": self.state,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "info": self.info,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = getattr(torch, self.config.storage_dtype)
+        tensors = {
+            name: (t.to(dtype) if t.is_floating_point() else t).contiguous().cpu()
+            for name, t in self.networks.state_dict().items()
+        }
+        save_file(tensors, folder / WEIGHTS_FILE, metadata={"method": self.id, "format": str(FORMAT_VERSION)})
+        description = {**self.describe(), "weights_sha256": sha256_of(folder / WEIGHTS_FILE)}
+        (folder / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Method:
+        """Load weights saved by :meth:`save`: checksum verified, every key must match, safetensors only."""
+        folder = Path(folder)
+        description = read_config(folder)
+        if description.get("method") != cls.id:
+            raise WeightsError(f"{folder / CONFIG_FILE}: weights are for {description.get('method')!r}, not {cls.id!r}")
+        weights_path = folder / WEIGHTS_FILE
+        if not weights_path.is_file():
+            raise WeightsError(f"{weights_path}: weights file is missing")
+        expected = description.get("weights_sha256")
+        if expected != sha256_of(weights_path):
+            raise WeightsError(f"{weights_path}: sha256 does not match config.json (corrupt or replaced file)")
+        try:
+            config = cls.config_class(**description["config"])
+        except TypeError as error:
+            raise WeightsError(f"{folder / CONFIG_FILE}: config does not fit {cls.display_name}: {error}") from None
+        method = cls(config, device)
+        try:
+            tensors = load_file(weights_path)
+        except Exception as error:  # safetensors raises its own error types for malformed headers
+            raise WeightsError(f"{weights_path}: not a readable safetensors file ({error})") from None
+        reference = method.networks.state_dict()
+        tensors = {name: t.to(reference[name].dtype) if name in reference else t for name, t in tensors.items()}
+        try:
+            method.networks.load_state_dict(tensors, strict=True)
+        except RuntimeError as error:
+            first_line = str(error).splitlines()[0] if str(error) else "key mismatch"
+            raise WeightsError(f"{weights_path}: weights do not match the {cls.display_name} network: {first_line}") from None
+        method.networks.eval()
+        method.state = description.get("state") or {}
+        method.calibration = Calibration(**description["calibration"]) if description.get("calibration") else None
+        method.info = description.get("info") or {}
+        method.on_loaded()
+        return method
+
+    def on_loaded(self) -> None:
+        """Hook for a method to rebuild derived state after loading (cached masks, for example)."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Parse ``config.json`` of a weights folder, with a clear error when it is missing or malformed."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(f"{path}: no config.json in the weights folder")
+    try:
+        description = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(description, dict) or "method" not in description or "config" not in description:
+        raise WeightsError(f"{path}: not an ssad config (no 'method' and 'config')")
+    return description

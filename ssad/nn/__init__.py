@@ -1,0 +1,1 @@
+"""Building blocks shared by more than one method: filters, image-similarity losses, network blocks."""

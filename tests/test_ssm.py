@@ -1,0 +1,124 @@
+"""SSM: masks, network, progressive refinement, training, save/load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ssad.data import open_dataset
+from ssad.errors import WeightsError
+from ssad.methods import method_class
+from ssad.methods.ssm import SSM, SSMConfig
+from ssad.methods.ssm.masks import complementary_masks, uncover
+from ssad.methods.ssm.network import MaskedUNet
+
+TINY = dict(size=32, epochs=6, batch_size=4, base_width=4, cell_sizes=(2, 4, 8), refine_block=4, lr=3e-3)
+
+
+@pytest.mark.parametrize("cell", [2, 4, 8, 16])
+def test_masks_hide_every_pixel_exactly_once(cell):
+    masks = complementary_masks(64, cell, 3, torch.Generator().manual_seed(0))
+    assert masks.shape == (3, 1, 64, 64)
+    assert torch.equal((1 - masks).sum(dim=0), torch.ones(1, 64, 64))
+    hidden_share = (1 - masks).mean(dim=(1, 2, 3))
+    assert torch.allclose(hidden_share, torch.full((3,), 1 / 3), atol=0.1)
+    # Hidden regions are whole k x k cells.
+    cells = masks[:, 0].unfold(1, cell, cell).unfold(2, cell, cell)
+    assert torch.equal(cells.amax(dim=(-1, -2)), cells.amin(dim=(-1, -2)))
+
+
+def test_masks_are_reproducible_and_differ_between_seeds():
+    a = complementary_masks(32, 4, 3, torch.Generator().manual_seed(5))
+    b = complementary_masks(32, 4, 3, torch.Generator().manual_seed(5))
+    c = complementary_masks(32, 4, 3, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_uncover_makes_pixels_visible_everywhere():
+    masks = complementary_masks(16, 2, 3, torch.Generator().manual_seed(0))
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[:8] = True
+    out = uncover(masks, region)
+    assert torch.all(out[:, 0, :8] == 1)
+    assert torch.equal(out[:, 0, 8:], masks[:, 0, 8:])
+
+
+def test_network_shapes_and_range():
+    net = MaskedUNet(base_width=4).eval()
+    out = net(torch.rand(2, 3, 64, 64), torch.ones(2, 1, 64, 64))
+    assert out.shape == (2, 4, 64, 64)
+    assert out.abs().max() <= 1
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(Exception, match="unknown method 'nope'"):
+        method_class("nope")
+    assert method_class("SSM") is SSM and method_class("ssm") is SSM
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_category):
+    torch.manual_seed(0)
+    return SSM(SSMConfig(**TINY)).fit(open_dataset(synthetic_category))
+
+
+def test_training_lowers_the_loss(trained):
+    losses = trained.info["log"]["epoch_loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert trained.calibration is not None and trained.calibration.n_images >= 1
+
+
+def test_refinement_frames_and_growing_uncovered_region(trained, synthetic_category):
+    dataset = open_dataset(synthetic_category)
+    image = dataset.test[-1].load_image()
+    image_tensor = trained.load_images([dataset.test[-1].path])[0]
+    with torch.inference_mode():
+        rounds, _ = trained._refine(image_tensor)
+    assert len(rounds) == trained.config.refine_iterations
+    for before, after in zip(rounds, rounds[1:]):
+        assert torch.all(after["uncovered"] >= before["uncovered"])
+    result = trained.predict(image)
+    assert len(result.frames) == trained.config.refine_iterations
+    assert result.anomaly_map.shape == image.shape[:2]
+    assert [p.kind for p in result.frames[0].panels] == ["image", "mask", "image", "heat"]
+    assert result.extras["network_passes"] == 3 * 3 * trained.config.refine_iterations
+
+
+def test_synthetic_defects_score_higher_than_normals(trained, synthetic_category):
+    dataset = open_dataset(synthetic_category)
+    scores = {0: [], 1: []}
+    for sample in dataset.test:
+        scores[sample.label].append(trained.predict(sample.load_image(), with_frames=False).score)
+    assert np.mean(scores[1]) > np.mean(scores[0])
+
+
+def test_save_load_round_trip(trained, synthetic_category, tmp_path):
+    folder = trained.save(tmp_path / "w")
+    loaded = SSM.load(folder)
+    image = open_dataset(synthetic_category).test[0].load_image()
+    a, b = trained.predict(image), loaded.predict(image)
+    # Weights are stored in float16: results agree closely, not bit for bit.
+    assert a.score == pytest.approx(b.score, rel=0.05, abs=0.05)
+    np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=2e-3)
+    assert loaded.calibration == trained.calibration
+
+
+def test_load_rejects_flipped_byte_and_foreign_keys(trained, tmp_path):
+    folder = trained.save(tmp_path / "w")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="model.safetensors: sha256"):
+        SSM.load(folder)
+
+    other = SSM(SSMConfig(**{**TINY, "base_width": 8}))
+    other.calibration = trained.calibration
+    other.state = trained.state
+    folder = other.save(tmp_path / "other")
+    description = json.loads((folder / "config.json").read_text())
+    description["config"]["base_width"] = 4
+    (folder / "config.json").write_text(json.dumps(description))
+    with pytest.raises(WeightsError, match="do not match"):
+        SSM.load(folder)
