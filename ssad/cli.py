@@ -91,6 +91,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     finally:
         bar.close()
     _emit(report, args.json)
+    if args.leaderboard:
+        from ssad.leaderboard import measured_rows, write_measured
+
+        config = dataclasses.asdict(method.config)
+        write_measured(measured_rows(report, method.info, config, method.display_name))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -160,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_.add_argument("--data", required=True)
     evaluate_.add_argument("--weights", help="weights folder (default: the model for this dataset)")
     evaluate_.add_argument("--json", help="also write the JSON to this file")
+    evaluate_.add_argument("--leaderboard", action="store_true", help="record the figures as measured rows in leaderboard/results.csv")
     evaluate_.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     evaluate_.set_defaults(run=cmd_evaluate)
 
