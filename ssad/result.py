@@ -55,17 +55,21 @@ class Calibration:
     def from_normal_scores(
         cls, image_scores: np.ndarray, maps: np.ndarray, sigmas: float
     ) -> Calibration:
-        """Threshold = mean + ``sigmas`` std of normal image scores; likewise for the per-image map maxima."""
+        """Threshold = mean + ``sigmas`` std of normal image scores; likewise for the per-image map maxima.
+
+        The spread has a small floor, so that a handful of identical normal scores still gives a
+        threshold above the mean.
+        """
         image_scores = np.asarray(image_scores, dtype=np.float64)
         map_maxima = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1).max(axis=1)
         pixel_mean = float(np.mean(maps))
-        pixel_threshold = float(map_maxima.mean() + sigmas * map_maxima.std())
+        image_std = _floored_std(image_scores)
         return cls(
             image_mean=float(image_scores.mean()),
-            image_std=float(image_scores.std()),
-            image_threshold=float(image_scores.mean() + sigmas * image_scores.std()),
+            image_std=image_std,
+            image_threshold=float(image_scores.mean() + sigmas * image_std),
             pixel_mean=pixel_mean,
-            pixel_threshold=max(pixel_threshold, pixel_mean + 1e-12),
+            pixel_threshold=max(float(map_maxima.mean() + sigmas * _floored_std(map_maxima)), pixel_mean + 1e-9),
             n_images=len(image_scores),
             rule=f"mean + {sigmas:g} std of {len(image_scores)} held-out normal training images",
         )
@@ -76,6 +80,10 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _floored_std(values: np.ndarray) -> float:
+    return float(max(values.std(), 1e-6 * max(1.0, float(np.abs(values).mean()))))
 
 
 @dataclass(frozen=True)

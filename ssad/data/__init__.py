@@ -1,0 +1,19 @@
+"""Data: the three dataset layouts, predictable image decoding with limits, and a synthetic generator."""
+
+from ssad.data.datasets import AnomalyDataset, Sample, image_files, open_dataset
+from ssad.data.images import MAX_PIXELS, MIN_SIDE, image_to_tensor, load_image, load_mask, resize_image
+from ssad.data.synthetic import make_synthetic_mvtec
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "AnomalyDataset",
+    "Sample",
+    "image_files",
+    "image_to_tensor",
+    "load_image",
+    "load_mask",
+    "make_synthetic_mvtec",
+    "open_dataset",
+    "resize_image",
+]
