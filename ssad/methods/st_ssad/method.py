@@ -65,6 +65,8 @@ from ssad.result import Frame, Panel
 
 AUGMENTATIONS = ("cutdiff", "rotation")
 VALIDATION_SOURCES = ("test", "held_out")
+LOSS_DISPLAY_WINDOW = 10
+"""Validation losses averaged for the tuning frames (display only; the raw values are in ``state``)."""
 
 
 @dataclass
@@ -344,20 +346,21 @@ class STSSAD(Method):
         )
 
     def _tuning_frames(self) -> list[Frame]:
-        """One frame per recorded tuning step: the augmented example and the validation loss so far."""
+        """One frame per recorded tuning step: the augmented example and the (smoothed) validation loss so far."""
         log = self.state.get("tuning_frames", [])
-        losses = self.state.get("validation_loss", [])
+        smoothed = _moving_average(self.state.get("validation_loss", []), LOSS_DISPLAY_WINDOW)
         thumbnails = self.networks["scoring"].thumbnails.float().clamp(0, 1)
         frames = []
         for index, entry in enumerate(log):
-            values = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in entry.items() if k not in ("step", "strengths", "validation_loss"))
-            tune_steps_done = entry["step"] // self.config.tune_every
+            values = ", ".join(f"{k.split('_')[0]} {v:.3g}" for k, v in entry.items() if k not in ("step", "strengths", "validation_loss"))
+            done = min(entry["step"] // self.config.tune_every, len(smoothed))
+            loss = f", validation loss {smoothed[done - 1]:.3f}" if done else ""
             frames.append(
                 Frame(
-                    caption=f"Tuning step {entry['step']}: {values}, validation loss {entry.get('validation_loss', float('nan')):.3f}",
+                    caption=f"Tuning step {entry['step']}: {values}{loss}",
                     panels=(
                         Panel(f"{self.config.augmentation} example", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
-                        Panel("validation loss", _curve_image(losses, tune_steps_done), "mask"),
+                        Panel(f"validation loss (mean of {LOSS_DISPLAY_WINDOW})", _curve_image(smoothed, done), "mask"),
                     ),
                 )
             )
@@ -393,18 +396,26 @@ def _colour_jitter(images: torch.Tensor, strength: float, generator: torch.Gener
     return (grey + factors[2] * (images - grey)).clamp(0, 1)
 
 
-def _curve_image(values: list[float], upto: int, height: int = 64, width: int = 128) -> np.ndarray:
-    """A grey picture of the curve ``values[:upto]`` drawn on the full curve's axes (white line on black)."""
+def _moving_average(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values, as long as the input (for a readable noisy curve)."""
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def _curve_image(values: np.ndarray, upto: int, height: int = 64, width: int = 128) -> np.ndarray:
+    """A grey picture of the curve: the whole curve faint, its first ``upto`` values bright, on fixed axes."""
     picture = np.zeros((height, width), dtype=np.float32)
     if len(values) < 2:
         return picture
-    array = np.asarray(values, dtype=np.float64)
-    low, high = array.min(), array.max()
-    columns = np.linspace(0, width - 1, len(array)).round().astype(int)
-    rows = (height - 1 - (array - low) / max(high - low, 1e-12) * (height - 1)).round().astype(int)
-    picture[:, columns] = np.where(np.arange(height)[:, None] >= rows[None], 0.15, 0.0)  # faint full curve
-    shown = slice(0, max(1, min(upto, len(array))))
-    picture[rows[shown], columns[shown]] = 1.0
+    low, high = values.min(), values.max()
+    columns = np.arange(width)
+    curve = np.interp(columns, np.linspace(0, width - 1, len(values)), values)
+    rows = (height - 1 - (curve - low) / max(high - low, 1e-12) * (height - 1)).round().astype(int)
+    shown = columns <= (upto - 1) / (len(values) - 1) * (width - 1)
+    for offset in (0, 1):  # two pixels thick
+        picture[np.clip(rows + offset, 0, height - 1), columns] = np.where(shown, 1.0, 0.3)
     return picture
 
 
