@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ssad.errors import SsadError
 from ssad.methods.base import Method, MethodConfig
+from ssad.methods.sgsf import SGSF
 from ssad.methods.ssm import SSM
 
-METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM,)}
+METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM, SGSF)}
 
 
 def method_class(name: str) -> type[Method]:
