@@ -1,4 +1,4 @@
-"""Shared building blocks against references: Gaussian/median filters (scipy), SSIM and GMS properties."""
+"""Shared building blocks against references: Gaussian/median filters (scipy), SSIM and GMS, focal loss, Perlin noise."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ import torch
 from scipy import ndimage
 
 from ssad.nn.filters import gaussian_blur, median_blur3
-from ssad.nn.losses import gms_map, msgms_anomaly_map, msgms_loss, ssim
+from ssad.nn.losses import focal_loss, gms_map, msgms_anomaly_map, msgms_loss, ssim
+from ssad.nn.perlin import fractal_perlin_noise, perlin_noise
 
 
 @pytest.mark.parametrize("sigma", [1.0, 3.0, 7.0])
@@ -41,3 +42,29 @@ def test_gms_map_is_high_where_images_differ():
     anomaly = msgms_anomaly_map(x, y)[0, 0]
     assert anomaly[8:16, 8:16].mean() > 5 * anomaly[24:, 24:].mean()
     assert anomaly.min() >= 0 and anomaly.max() < 1
+
+
+def test_perlin_noise_is_smooth_and_bounded():
+    noise = perlin_noise(64, 64, 4, 2, torch.Generator().manual_seed(0))
+    assert noise.shape == (64, 64) and noise.abs().max() <= 1.5 and noise.std() > 0.1
+    # Lattice corners have zero noise; neighbours differ little (smooth).
+    assert noise[0, 0].abs() < 1e-6 and (noise[:, 1:] - noise[:, :-1]).abs().max() < 0.3
+
+
+def test_focal_loss_down_weights_easy_pixels():
+    target = torch.tensor([1.0, 0.0])
+    easy, hard = torch.tensor([4.0, -4.0]), torch.tensor([-1.0, 1.0])
+    assert focal_loss(easy, target) < 0.01 * focal_loss(hard, target)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(hard, target)
+    assert focal_loss(hard, target, gamma=0.0) == pytest.approx(float(bce))
+
+
+def test_fractal_perlin_adds_finer_octaves():
+    one = fractal_perlin_noise(64, 64, 2, 1, torch.Generator().manual_seed(4))
+    assert torch.equal(one, perlin_noise(64, 64, 2, 2, torch.Generator().manual_seed(4)))
+    three = fractal_perlin_noise(64, 64, 2, 3, torch.Generator().manual_seed(4))
+    assert _roughness(three) > 1.3 * _roughness(one)
+
+
+def _roughness(field: torch.Tensor) -> torch.Tensor:
+    return (field[:, 1:] - field[:, :-1]).abs().mean()

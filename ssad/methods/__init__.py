@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ssad.errors import SsadError
 from ssad.methods.base import Method, MethodConfig
+from ssad.methods.sgsf import SGSF
 from ssad.methods.ssm import SSM
 from ssad.methods.st_ssad import STSSAD
 
-METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM, STSSAD)}
+METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM, STSSAD, SGSF)}
 
 
 def method_class(name: str) -> type[Method]:

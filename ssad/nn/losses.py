@@ -1,4 +1,4 @@
-"""Image similarity measures used as losses and as anomaly maps: SSIM and multi-scale GMS (RIAD, SSM)."""
+"""Image similarity measures used as losses and as anomaly maps (SSIM, multi-scale GMS), and the focal loss."""
 
 from __future__ import annotations
 
@@ -62,3 +62,14 @@ def msgms_anomaly_map(x: torch.Tensor, y: torch.Tensor, scales: int = 4) -> torc
         for a, b in _pyramid(x, y, scales)
     ]
     return 1 - torch.stack(levels).mean(dim=0)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Mean binary focal loss ``-(1 - p_t)^gamma log p_t`` of per-pixel logits against a {0, 1} target.
+
+    Down-weights the many easy background pixels so that small forged regions drive segmentation
+    (DRAEM, SGSF: gamma 2).
+    """
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_true = torch.exp(-cross_entropy)
+    return ((1 - p_true).pow(gamma) * cross_entropy).mean()
