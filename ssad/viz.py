@@ -96,11 +96,13 @@ def render_frame(frame: Frame, calibration: Calibration, panel_size: int = 192) 
     return np.asarray(canvas)
 
 
-def frames_to_gif(frames: tuple[Frame, ...], calibration: Calibration, path: str | Path, seconds_per_frame: float = 1.2) -> Path:
+def frames_to_gif(
+    frames: tuple[Frame, ...], calibration: Calibration, path: str | Path, seconds_per_frame: float = 1.2, panel_size: int = 192
+) -> Path:
     """Write the frames as a looping animated GIF (the last frame held twice as long)."""
     if not frames:
         raise ValueError("no frames to animate")
-    pictures = [Image.fromarray(render_frame(frame, calibration)) for frame in frames]
+    pictures = [Image.fromarray(render_frame(frame, calibration, panel_size)) for frame in frames]
     durations = [int(seconds_per_frame * 1000)] * len(pictures)
     durations[-1] *= 2
     path = Path(path)
