@@ -24,7 +24,7 @@ from PIL import Image as PILImage, UnidentifiedImageError  # noqa: E402
 from ssad import service  # noqa: E402
 from ssad.errors import DataError, SsadError  # noqa: E402
 from ssad.leaderboard import (  # noqa: E402
-    DATASETS, METRICS, RESULTS_FILE, SOURCES, Leaderboard, display_table, grouped_bars, heatmap, load_leaderboard,
+    CATEGORIES, DATASETS, METRICS, RESULTS_FILE, SOURCES, Leaderboard, display_table, grouped_bars, heatmap, load_leaderboard,
     results_table,
 )
 from ssad.methods import METHODS  # noqa: E402
@@ -266,10 +266,13 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                 return key
         raise DataError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
 
+    def leaderboard_table(dataset: str, metric: str, sources: list[str]) -> pd.DataFrame:
+        return display_table(results_table(board, dataset_id(dataset), metric_id(metric), tuple(sources)))
+
     @user_errors
     def leaderboard(dataset: str, metric: str, sources: list[str]):
-        table = results_table(board, dataset_id(dataset), metric_id(metric), tuple(sources))
-        return display_table(table)
+        table = leaderboard_table(dataset, metric, sources)
+        return gr.Dataframe(value=table, column_widths=_column_widths(dataset_id(dataset)))
 
     @user_errors
     def charts(dataset: str, metric: str, sources: list[str]):
@@ -300,15 +303,16 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                             score = gr.Number(label="Image score (raw)", precision=4, interactive=False, elem_id="score")
                             details = gr.Markdown()
                         with gr.Row():
-                            overlay = gr.Image(label="Heat map (calibrated units, 1 = threshold)", format="png", interactive=False, height=320)
+                            overlay = gr.Image(label="Heat map (calibrated)", format="png", interactive=False, height=320)
                             mask = gr.AnnotatedImage(label="Mask", format="png", color_map={service.MASK_LABEL: "#ff1744"}, height=320)
                         sensitivity = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Sensitivity (re-thresholds the stored map; no new network run)")
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        gif = gr.Image(type="filepath", label="How the method got there (animation)", interactive=False, elem_id="animation")
-                    with gr.Column(scale=2):
-                        frame_index = gr.Slider(1, 2, value=1, step=1, label="Frame", interactive=False)
-                        frame = gr.Image(label="Frame", format="png", interactive=False)
+                gr.Markdown("### How the method got there\nLeft: the whole animation, one frame per step of the method. "
+                            "Right: pick a step with the slider to see it larger.")
+                with gr.Row(equal_height=False):
+                    gif = gr.Image(type="filepath", show_label=False, interactive=False, elem_id="animation", scale=1)
+                    with gr.Column(scale=1):
+                        frame_index = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False)
+                        frame = gr.Image(show_label=False, format="png", interactive=False, elem_id="frame")
                 reconstruction = gr.ImageSlider(label="Input | reconstruction", format="png", visible=False, max_height=360)
                 with gr.Accordion("Model configuration and calibration", open=False):
                     config = gr.JSON()
@@ -341,8 +345,9 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                     board_sources = gr.CheckboxGroup(list(SOURCES), value=list(SOURCES), label="Source")
                 sources_state = gr.State(list(SOURCES))
                 board_table = gr.Dataframe(
-                    leaderboard("mvtec", "image_auroc", list(SOURCES)), interactive=False, wrap=True,
+                    leaderboard_table("mvtec", "image_auroc", list(SOURCES)), interactive=False, wrap=True,
                     show_search="filter", pinned_columns=2, label="Methods by category", elem_id="leaderboard-table",
+                    column_widths=_column_widths("mvtec"),
                 )
                 first_bars, first_heat = charts("mvtec", "image_auroc", list(SOURCES))
                 board_bars = gr.Plot(first_bars, label="Per category", elem_id="leaderboard-bars")
@@ -390,6 +395,12 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
             [train_status, session_models, model, compare_model, method], api_name="train", concurrency_id="train",
         )
     return demo
+
+
+def _column_widths(dataset: str) -> list[str]:
+    """Readable widths: names and provenance wide, figures narrow (the table scrolls sideways)."""
+    n_figures = len(CATEGORIES[dataset]) + (1 if dataset == "mvtec" else 0)
+    return ["150px", "95px", *["85px"] * n_figures, "420px"]
 
 
 def _problems_markdown(board: Leaderboard) -> str:

@@ -102,7 +102,11 @@ def frames_to_gif(
     """Write the frames as a looping animated GIF (the last frame held twice as long)."""
     if not frames:
         raise ValueError("no frames to animate")
-    pictures = [Image.fromarray(render_frame(frame, calibration, panel_size)) for frame in frames]
+    # Fast octree palettes: about 10x quicker than Pillow's default median cut, and alike to the eye.
+    pictures = [
+        Image.fromarray(render_frame(frame, calibration, panel_size)).quantize(method=Image.Quantize.FASTOCTREE)
+        for frame in frames
+    ]
     durations = [int(seconds_per_frame * 1000)] * len(pictures)
     durations[-1] *= 2
     path = Path(path)
