@@ -223,7 +223,9 @@ class TrainingLimits:
     max_upload_bytes: int = 50_000_000
     max_seconds: float = 180.0
     size: int = 64
-    epochs: int = 8
+    target_steps: int = 48  # optimiser steps aimed at, whatever the number of images
+    min_epochs: int = 4
+    max_epochs: int = 24
     batch_size: int = 4
     held_out_fraction: float = 0.25
     max_session_models: int = 3
@@ -286,11 +288,15 @@ def collect_training_images(uploads: list[str | Path], folder: Path, limits: Tra
     return folder
 
 
-def training_config(method_name: str, limits: TrainingLimits = TrainingLimits()):
-    """The method's own defaults with the small input size, epochs and batch of on-the-spot training."""
+def training_config(method_name: str, n_images: int, limits: TrainingLimits = TrainingLimits()):
+    """The method's own defaults with the small input size and batch of on-the-spot training, and as many
+    epochs (within bounds) as give about ``limits.target_steps`` optimiser steps on ``n_images`` images."""
     cls = method_class(method_name)
+    n_train = n_images - max(1, round(limits.held_out_fraction * n_images))
+    steps_per_epoch = max(1, -(-n_train // limits.batch_size))
+    epochs = min(max(-(-limits.target_steps // steps_per_epoch), limits.min_epochs), limits.max_epochs)
     return dataclasses.replace(
-        cls.config_class(), size=limits.size, epochs=limits.epochs, batch_size=limits.batch_size,
+        cls.config_class(), size=limits.size, epochs=epochs, batch_size=limits.batch_size,
         held_out_fraction=limits.held_out_fraction,
     )
 
@@ -314,7 +320,7 @@ def train_session_model(
         if progress is not None:
             progress(done, total, message)
 
-    method = cls(training_config(method_name, limits), DEVICE).fit(dataset, bounded)
+    method = cls(training_config(method_name, len(dataset.train), limits), DEVICE).fit(dataset, bounded)
     shutil.rmtree(folder, ignore_errors=True)
     return dataset.name, method
 

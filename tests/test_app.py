@@ -149,3 +149,11 @@ def test_sensitivity_rethresholds_the_stored_map_without_the_network(tiny_weight
     image, [(mask, label)] = service.mask_annotation(detection, 1.0)
     assert mask.shape == image.shape[:2] and label == service.MASK_LABEL
     np.testing.assert_array_equal(mask > 0.5, detection.result.calibrated_map() > 1.0)
+
+
+def test_training_config_aims_at_a_fixed_number_of_steps():
+    limits = service.TrainingLimits()
+    name = next(iter(METHODS.values())).display_name
+    few, many = service.training_config(name, 6, limits), service.training_config(name, 32, limits)
+    assert few.epochs == limits.max_epochs and few.size == limits.size
+    assert many.epochs * -(-24 // limits.batch_size) >= limits.target_steps > (many.epochs - 1) * 6
