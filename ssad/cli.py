@@ -67,11 +67,27 @@ def _emit(payload: dict[str, Any], json_file: str | None) -> None:
         Path(json_file).write_text(text + "\n")
 
 
+def config_overrides(cls: type[Method], assignments: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` settings for a method's config; values are JSON (numbers, lists, null) or plain text."""
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or key not in fields:
+            raise SsadError(f"--set {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        overrides[key] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     cls = method_class(args.method)
     dataset = open_dataset(args.data)
     overrides = {name: getattr(args, name) for name in ("size", "epochs", "seed") if getattr(args, name) is not None}
-    config = dataclasses.replace(cls.config_class(), **overrides)
+    config = dataclasses.replace(cls.config_class(), **config_overrides(cls, args.set), **overrides)
     torch.manual_seed(config.seed)
     progress, bar = tqdm_progress(f"train {cls.id} on {dataset.name}")
     try:
@@ -111,6 +127,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
         Image.fromarray(result_overlay(image, result)).save(args.out)
         payload["overlay"] = args.out
     _emit(payload, None)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> None:
+    from ssad.rebuild import default_jobs, rebuild, summary_table
+
+    data = [Path(d) for d in args.data] if args.data else None
+    for folder in data or []:
+        open_dataset(folder)  # fail early, with the folder's name, before any job starts
+    jobs = default_jobs(args.methods, data)
+
+    def progress_for(job: Any) -> tuple[Progress, Any]:
+        progress, bar = tqdm_progress(job.describe())
+        return progress, bar.close
+
+    records = rebuild(jobs, args.jobs, args.retrain, args.reevaluate, progress_for, log=lambda line: print(line, file=sys.stderr))
+    print(summary_table(records))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -157,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--size", type=int, help="input size in pixels")
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
     train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     train.set_defaults(run=cmd_train)
 
@@ -178,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write the heat-map overlay to this PNG")
     predict.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     predict.set_defaults(run=cmd_predict)
+
+    rebuild = commands.add_parser("rebuild", help="train (or reuse) and evaluate every method on every dataset; rewrite the measured leaderboard rows")
+    rebuild.add_argument("--methods", nargs="+", help=f"method ids (default: all of {', '.join(METHODS)})")
+    rebuild.add_argument("--data", nargs="+", help="dataset folders (default: ../shared/data mvtec/bottle, mvtec/pill, oct/kermany)")
+    rebuild.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
+    rebuild.add_argument("--retrain", action="store_true", help="train even when the weights are current")
+    rebuild.add_argument("--reevaluate", action="store_true", help="evaluate even when a report for the same weights exists")
+    rebuild.set_defaults(run=cmd_rebuild)
 
     bench = commands.add_parser("bench", help="time single-image inference (median of --n runs after warm-up)")
     bench.add_argument("--method", required=True, help=method_help)

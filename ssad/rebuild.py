@@ -1,0 +1,181 @@
+"""Rebuild the measured leaderboard: train (or reuse) and evaluate every method on every dataset given.
+
+Each (method, dataset) job is independent: it trains into ``weights/<method>/<model>`` unless the weights
+there are current, evaluates them, and keeps its report in ``runs/rebuild/``. Weights are current when
+their config equals what the job would train now and the code that trained them (the method's package,
+the base class, the shared blocks and image decoding; docstrings and comments aside) is unchanged since
+the commit recorded in them. A job whose report exists for the same weights is not evaluated again,
+so an interrupted rebuild resumes where it stopped. With ``jobs > 1`` the jobs run in parallel processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssad.data import open_dataset
+from ssad.evaluation import evaluate
+from ssad.hub import WEIGHTS_DIR
+from ssad.leaderboard import RESULTS_FILE, measured_rows, write_measured
+from ssad.methods import METHODS, Method, method_class
+from ssad.methods.base import CONFIG_FILE, Progress, no_progress, read_config, sha256_of, WEIGHTS_FILE
+from ssad.provenance import REPO_ROOT, code_fingerprint
+
+STATE_DIR = REPO_ROOT / "runs" / "rebuild"
+DEFAULT_DATA = [REPO_ROOT.parent / "shared" / "data" / name for name in ("mvtec/bottle", "mvtec/pill", "oct/kermany")]
+SHARED_CODE = ["ssad/methods/base.py", "ssad/nn", "ssad/data/images.py"]
+
+TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ssm", "oct"): {"epochs": 15},  # 1000 training scans: 15 epochs is as many steps as 70 on an MVTec category
+}
+"""Config overrides per (method id, dataset) so that every job trains in minutes on a 2-core CPU."""
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where a rebuild reads and writes: weights, per-job reports, the results table."""
+
+    weights: Path = WEIGHTS_DIR
+    state: Path = STATE_DIR
+    results: Path = RESULTS_FILE
+
+
+@dataclass(frozen=True)
+class Job:
+    """One method on one dataset folder."""
+
+    method: str
+    data: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.method} on {self.data}"
+
+
+def code_paths(cls: type[Method]) -> list[str]:
+    """The source that determines a method's trained weights: its package and the shared code it builds on."""
+    package = cls.__module__.rsplit(".", 1)[0].replace(".", "/")
+    return [package, *SHARED_CODE]
+
+
+def job_config(job: Job) -> Any:
+    """The config the job trains with: the method's defaults, the budget for this dataset, the job's overrides."""
+    cls = method_class(job.method)
+    dataset = open_dataset(job.data).dataset
+    return dataclasses.replace(cls.config_class(), **{**TRAINING_BUDGETS.get((cls.id, dataset), {}), **job.overrides})
+
+
+def stale_reason(job: Job, folder: Path) -> str | None:
+    """Why the weights in ``folder`` must be trained again, or None when they are current."""
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return "no weights"
+    description = read_config(folder)
+    if description.get("weights_sha256") != sha256_of(folder / WEIGHTS_FILE):
+        return "weights file does not match its checksum"
+    if description["config"] != json.loads(json.dumps(dataclasses.asdict(job_config(job)))):
+        return "config changed"
+    cls = method_class(job.method)
+    commit = (description.get("info") or {}).get("commit")
+    then = code_fingerprint(code_paths(cls), commit)
+    if then is None or then != code_fingerprint(code_paths(cls)):
+        return f"code changed since {commit}"
+    return None
+
+
+def run_job(
+    job: Job, places: Places = Places(), retrain: bool = False, reevaluate: bool = False, progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Train if needed, evaluate if needed; returns the job's record (report, whether it trained, weights)."""
+    cls = method_class(job.method)
+    dataset = open_dataset(job.data)
+    folder = places.weights / cls.id / dataset.name
+    state_file = places.state / f"{cls.id}__{dataset.name.replace('/', '__')}.json"
+    reason = "--retrain" if retrain else stale_reason(job, folder)
+    if reason is not None:
+        cls(job_config(job)).fit(dataset, progress).save(folder)
+    sha = sha256_of(folder / WEIGHTS_FILE)
+    if state_file.is_file() and not reevaluate and reason is None:
+        record = json.loads(state_file.read_text())
+        if record.get("weights_sha256") == sha:
+            return {**record, "trained": False, "evaluated": False}
+    method = cls.load(folder)
+    report = evaluate(method, dataset, progress)
+    record = {
+        "job": job.describe(),
+        "weights": str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder),
+        "weights_sha256": sha,
+        "report": report,
+        "info": method.info,
+        "config": dataclasses.asdict(method.config),
+        "display_name": cls.display_name,
+        "trained": reason is not None,
+        "why_trained": reason,
+    }
+    places.state.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(record, indent=2) + "\n")
+    return {**record, "evaluated": True}
+
+
+def _run_quietly(job: Job, places: Places, retrain: bool, reevaluate: bool, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return run_job(job, places, retrain, reevaluate)
+
+
+def rebuild(
+    jobs: list[Job], parallel: int = 1, retrain: bool = False, reevaluate: bool = False,
+    progress_for: Any = None, log: Any = print, places: Places = Places(),
+) -> list[dict[str, Any]]:
+    """Run every job (in ``parallel`` processes when above 1), then write the measured rows of all of them."""
+    records = []
+    if parallel <= 1:
+        for index, job in enumerate(jobs, 1):
+            log(f"[{index}/{len(jobs)}] {job.describe()}")
+            progress, close = progress_for(job) if progress_for else (no_progress, lambda: None)
+            try:
+                records.append(run_job(job, places, retrain, reevaluate, progress))
+            finally:
+                close()
+            log(_done_line(records[-1]))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // parallel)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+            futures = [pool.submit(_run_quietly, job, places, retrain, reevaluate, threads) for job in jobs]
+            for index, future in enumerate(futures, 1):
+                records.append(future.result())
+                log(f"[{index}/{len(jobs)}] {_done_line(records[-1])}")
+    for record in records:
+        write_measured(measured_rows(record["report"], record["info"], record["config"], record["display_name"]), places.results)
+    return records
+
+
+def _done_line(record: dict[str, Any]) -> str:
+    action = f"trained ({record['why_trained']})" if record["trained"] else "reused weights"
+    return f"{record['job']}: {action}, {'evaluated' if record['evaluated'] else 'report reused'}"
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table: one line per job with its metrics (percent) and training minutes."""
+    metrics = ("image_auroc", "pixel_auroc", "pixel_ap", "aupro", "image_f1_max")
+    header = f"{'method':<8} {'model':<14} " + " ".join(f"{m:>12}" for m in metrics) + f" {'train min':>9}"
+    lines = [header, "-" * len(header)]
+    for record in records:
+        report = record["report"]
+        values = " ".join(f"{100 * report[m]:>12.1f}" if report.get(m) is not None else f"{'n/a':>12}" for m in metrics)
+        minutes = record["info"].get("train_seconds", 0) / 60
+        lines.append(f"{report['method']:<8} {report['dataset'] + '/' + report['category']:<14} {values} {minutes:>9.1f}")
+    return "\n".join(lines)
+
+
+def default_jobs(methods: list[str] | None = None, data: list[Path] | None = None) -> list[Job]:
+    """Every registered method (or those named) on every data folder given (default: bottle, pill, OCT)."""
+    return [Job(method_class(m).id, Path(d)) for m in (methods or list(METHODS)) for d in (data or DEFAULT_DATA)]
+
