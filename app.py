@@ -411,7 +411,7 @@ def _problems_markdown(board: Leaderboard) -> str:
     if not board.problems:
         return f"All {len(board.rows)} rows of `leaderboard/results.csv` passed validation."
     listed = "\n".join(f"- `{problem}`" for problem in board.problems)
-    return f"**{len(board.problems)} rows were rejected when loading and are not shown:**\n{listed}"
+    return f"**{len(board.problems)} row(s) of `{RESULTS_FILE.name}` rejected when loading, not shown:**\n{listed}"
 
 
 def launch(demo: gr.Blocks, **kwargs: Any):

@@ -157,3 +157,20 @@ def test_training_config_aims_at_a_fixed_number_of_steps():
     few, many = service.training_config(name, 6, limits), service.training_config(name, 32, limits)
     assert few.epochs == limits.max_epochs and few.size == limits.size
     assert many.epochs * -(-24 // limits.batch_size) >= limits.target_steps > (many.epochs - 1) * 6
+
+
+def test_leaderboard_tab_reports_rejected_rows(tmp_path, tiny_weights):
+    import gradio as gr
+
+    import app
+    from ssad.leaderboard import COLUMNS
+
+    results = tmp_path / "results.csv"
+    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,"
+    percent = "DRAEM,mvtec,cable,image_auroc,91.8,reported,DRAEM paper,,,,,,,"
+    results.write_text("\n".join([",".join(COLUMNS), good, percent]) + "\n")
+    demo = app.build_demo(tiny_weights, results)
+    texts = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown) and isinstance(block.value, str)]
+    assert any("1 row(s)" in text and "results.csv:3: value 91.8 is outside [0, 1]" in text for text in texts)
+    tables = [block.value for block in demo.blocks.values() if isinstance(block, gr.Dataframe) and block.elem_id == "leaderboard-table"]
+    assert tables[0]["data"][0][:4] == ["DRAEM", "reported", "99.2", "n/a"]
