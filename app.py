@@ -46,7 +46,7 @@ MAX_UPLOAD = "25mb"
 THEME = gr.themes.Default(primary_hue="indigo", secondary_hue="rose")
 CSS = """
 .verdict {border-radius: 10px; padding: 12px 16px; color: white; font-size: 1.05rem}
-.verdict b {font-size: 1.35rem}
+.verdict .label {font-size: 1.35rem; font-weight: 700; letter-spacing: 0.04em}
 .verdict.anomalous {background: #c62828} .verdict.normal {background: #2e7d32}
 .gauge {position: relative; height: 10px; background: linear-gradient(90deg, #2e7d32, #f9a825 50%, #c62828);
         border-radius: 5px; margin: 10px 0 4px}
@@ -107,10 +107,10 @@ def verdict_html(detection: service.Detection) -> str:
     normalized = result.normalized_score
     position = min(max(normalized / 2, 0.0), 1.0) * 100
     return (
-        f"<div class='verdict {result.label}'><b>{result.label.upper()}</b> &nbsp; "
+        f"<div class='verdict {result.label}'><span class='label'>{result.label.upper()}</span> &nbsp; "
         f"score {result.score:.3f} {'&gt;' if result.is_anomalous else '&le;'} threshold {result.threshold:.3f}"
         f"<div class='gauge'><div class='tick' style='left:50%'></div><div class='mark' style='left:{position:.1f}%'></div></div>"
-        f"<small>calibrated score {normalized:.2f} (0 = typical normal image, 1 = threshold: "
+        f"<small>calibrated score {normalized:.3g} (0 = typical normal image, 1 = threshold: "
         f"{html.escape(result.calibration.rule)}) · {detection.method} on {html.escape(detection.model)}</small></div>"
     )
 
@@ -221,7 +221,6 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
             raise DataError("no image: upload one or pick an example")
         rows, outputs = [], []
         for method in methods:
-            where = service.availability(method, model, weights_dir, session)
             try:
                 detection = service.detect(image, method, model, weights_dir, session, with_frames=False)
             except DataError:
@@ -233,7 +232,7 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                 continue
             rows.append(detection.summary)
             outputs += [
-                f"### {method}\n{verdict_html(detection)}\n\n**{detection.seconds:.2f} s** · weights: {where.describe()}",
+                f"### {method}\n{verdict_html(detection)}\n\n**{detection.seconds:.2f} s** · weights: {detection.summary['weights']}",
                 service.overlay(detection),
             ]
         return [pd.DataFrame(rows), *outputs]
