@@ -43,10 +43,12 @@ except ImportError:
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODELS = {"bottle": "mvtec/bottle", "pill": "mvtec/pill", "oct": "oct/retina"}
 MAX_UPLOAD = "25mb"
+SESSION_MODEL_SECONDS = 2 * 3600
+"""How long a model trained in a browser session is kept after its last change (memory is freed after)."""
 THEME = gr.themes.Default(primary_hue="indigo", secondary_hue="rose")
 CSS = """
 .verdict {border-radius: 10px; padding: 12px 16px; color: white; font-size: 1.05rem}
-.verdict .label {font-size: 1.35rem; font-weight: 700; letter-spacing: 0.04em}
+.verdict .label {font-size: 1.35rem; font-weight: 700}
 .verdict.anomalous {background: #c62828} .verdict.normal {background: #2e7d32}
 .gauge {position: relative; height: 10px; background: linear-gradient(90deg, #2e7d32, #f9a825 50%, #c62828);
         border-radius: 5px; margin: 10px 0 4px}
@@ -107,7 +109,7 @@ def verdict_html(detection: service.Detection) -> str:
     normalized = result.normalized_score
     position = min(max(normalized / 2, 0.0), 1.0) * 100
     return (
-        f"<div class='verdict {result.label}'><span class='label'>{result.label.upper()}</span> &nbsp; "
+        f"<div class='verdict {result.label}'><span class='label'>{'⚠ Anomalous' if result.is_anomalous else '✓ Normal'}</span> &nbsp; "
         f"score {result.score:.3f} {'&gt;' if result.is_anomalous else '&le;'} threshold {result.threshold:.3f}"
         f"<div class='gauge'><div class='tick' style='left:50%'></div><div class='mark' style='left:{position:.1f}%'></div></div>"
         f"<small>calibrated score {normalized:.3g} (0 = typical normal image, 1 = threshold: "
@@ -281,7 +283,7 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
 
     example_rows, example_labels = examples()
     with gr.Blocks(title="ssad — self-supervised anomaly detection") as demo:
-        session_models = gr.State({})
+        session_models = gr.State({}, time_to_live=SESSION_MODEL_SECONDS)
         gr.Markdown(
             "# ssad — see how self-supervised anomaly detection finds defects\n"
             f"Methods: {', '.join(methods)} · learned from normal images only · scores calibrated on held-out "
@@ -313,7 +315,7 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                     with gr.Column(scale=1):
                         frame_index = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False)
                         frame = gr.Image(show_label=False, format="png", interactive=False, elem_id="frame")
-                reconstruction = gr.ImageSlider(label="Input | reconstruction", format="png", visible=False, max_height=360)
+                reconstruction = gr.ImageSlider(label="Input | reconstruction (drag the handle)", format="png", visible=False, max_height=300)
                 with gr.Accordion("Model configuration and calibration", open=False):
                     config = gr.JSON()
                 detection_state = gr.State(None)

@@ -42,7 +42,7 @@ def test_detect_returns_score_overlay_mask_and_animation(client, tiny_weights, m
     # The served score is the library's score for the same image and weights.
     expected = service.detect(BOTTLE, method, "mvtec/bottle", tiny_weights)
     assert isinstance(score, float) and score == pytest.approx(expected.result.score, rel=1e-4, abs=1e-4)
-    assert expected.result.label.upper() in verdict and f"{expected.result.threshold:.3f}" in verdict
+    assert expected.result.label.capitalize() in verdict and f"{expected.result.threshold:.3f}" in verdict
     overlay_image = Image.open(overlay)
     assert overlay_image.format == "PNG" and overlay_image.height == 256 and overlay_image.width > 256  # + colour bar
     assert Path(mask["image"]).is_file() and mask["annotations"][0]["label"] == service.MASK_LABEL

@@ -56,7 +56,7 @@ def test_upload_detect_animation_and_leaderboard(page):
 
     verdict = page.locator("#verdict .verdict")
     verdict.wait_for(timeout=60_000)
-    assert re.search(r"(ANOMALOUS|NORMAL)\s+score -?[\d.e+]+ .* threshold -?[\d.e+]+", verdict.inner_text())
+    assert re.search(r"(Anomalous|Normal)\s+score -?[\d.e+]+ .* threshold -?[\d.e+]+", verdict.inner_text())
     score = page.locator("#score input").input_value()
     assert float(score) == float(score)  # a number, not NaN
     animation = page.locator("#animation img")
