@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ssad.hub import WEIGHTS_DIR
+from ssad.hub import WEIGHTS_DIR, embedded_models
+from ssad.methods import METHODS
 
 from conftest import serve_app
 
@@ -19,11 +20,13 @@ BOTTLE = Path(__file__).resolve().parents[1] / "examples" / "mvtec" / "bottle" /
 pytestmark = pytest.mark.slow
 
 
+EMBEDDED_BOTTLE = [method for method, model in embedded_models() if model == "mvtec/bottle" and method in METHODS]
+
+
 @pytest.fixture(scope="module")
 def browser_app_url(tiny_weights, tmp_path_factory):
     """The app with the embedded weights when ``weights/`` has a bottle model (what users see), else the tiny ones."""
-    real = any((WEIGHTS_DIR / cls_id / "mvtec" / "bottle" / "model.safetensors").is_file() for cls_id in ("ssm", "st-ssad", "sgsf"))
-    process, url = serve_app(None if real else tiny_weights, tmp_path_factory.mktemp("browser") / "app.log")
+    process, url = serve_app(None if EMBEDDED_BOTTLE else tiny_weights, tmp_path_factory.mktemp("browser") / "app.log")
     yield url
     process.terminate()
     process.wait(timeout=30)
@@ -69,3 +72,24 @@ def test_upload_detect_animation_and_leaderboard(page):
     table_text = page.locator("#leaderboard-table").inner_text()
     assert "reported" in table_text and "toothbrush" in table_text
     page.screenshot(path=str(SCREENSHOTS / "leaderboard.png"), full_page=True)
+
+
+@pytest.mark.skipif(not EMBEDDED_BOTTLE, reason=f"no embedded mvtec/bottle weights in {WEIGHTS_DIR}")
+@pytest.mark.parametrize("method_id", EMBEDDED_BOTTLE)
+def test_detect_answers_within_two_seconds_with_the_embedded_weights(browser_app_url, method_id):
+    """The latency target: a /detect call on a bottle test image, round trip, median of 3 after a warm-up."""
+    import statistics
+    import time
+
+    from gradio_client import Client, handle_file
+
+    client = Client(browser_app_url, verbose=False)
+    name = METHODS[method_id].display_name
+    client.predict(handle_file(BOTTLE), name, "mvtec/bottle", api_name="/detect")
+    seconds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        client.predict(handle_file(BOTTLE), name, "mvtec/bottle", api_name="/detect")
+        seconds.append(time.perf_counter() - started)
+    print(f"{name}: /detect round trip {[round(s, 2) for s in seconds]} s")
+    assert statistics.median(seconds) < 2.0
