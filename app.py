@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from PIL import Image as PILImage, UnidentifiedImageError  # noqa: E402
 
 from ssad import service  # noqa: E402
+from ssad.data.datasets import IMAGE_SUFFIXES  # noqa: E402
 from ssad.errors import DataError, SsadError  # noqa: E402
 from ssad.leaderboard import (  # noqa: E402
     CATEGORIES, DATASETS, METRICS, RESULTS_FILE, SOURCES, Leaderboard, display_table, grouped_bars, heatmap, load_leaderboard,
@@ -96,7 +97,7 @@ def examples() -> tuple[list[list[str]], list[str]]:
     rows, labels = [], []
     for folder, model in EXAMPLE_MODELS.items():
         for path in sorted((EXAMPLES_DIR / ("oct" if folder == "oct" else f"mvtec/{folder}")).glob("*.*")):
-            if path.suffix.lower() in service.IMAGE_SUFFIXES:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 rows.append([str(path), model])
                 kind = path.stem.split("-")[0] if folder == "oct" else path.stem.rsplit("_", 1)[0]
                 labels.append(f"{folder} · {kind}")

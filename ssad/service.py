@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 
 from ssad.data import load_image, open_dataset
+from ssad.data.datasets import IMAGE_SUFFIXES
 from ssad.errors import DataError, SsadError, WeightsError
 from ssad.hub import HUB_REPO, HUB_REVISION, embedded_models, load_model, resolve_weights
 from ssad.leaderboard import CATEGORIES
 from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import Progress
+from ssad.result import AnomalyResult
 from ssad.viz import frames_to_gif, render_frame, result_overlay
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +117,7 @@ class Detection:
     method: str
     model: str
     image: np.ndarray
-    result: Any  # AnomalyResult
+    result: AnomalyResult
     seconds: float
     source: str
     detail: str
@@ -231,9 +233,6 @@ class TrainingLimits:
     max_session_models: int = 3
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def _safe_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.strip().lower()).strip("-_")
     if not cleaned:
@@ -282,7 +281,7 @@ def collect_training_images(uploads: list[str | Path], folder: Path, limits: Tra
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             add(path.name, path.read_bytes())
         else:
-            raise DataError(f"{path.name}: upload images ({', '.join(IMAGE_SUFFIXES)}) or a zip of them")
+            raise DataError(f"{path.name}: upload images ({', '.join(sorted(IMAGE_SUFFIXES))}) or a zip of them")
     if count < limits.min_images:
         raise DataError(f"{count} image(s) given: at least {limits.min_images} normal images are needed to train")
     return folder
