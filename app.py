@@ -350,7 +350,7 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                 board_table = gr.Dataframe(
                     leaderboard("mvtec", "image_auroc", list(SOURCES)), interactive=False, wrap=True,
                     show_search="filter", pinned_columns=2, label="Methods by category", elem_id="leaderboard-table",
-                    column_widths=_column_widths("mvtec"),
+                    column_widths=_column_widths("mvtec"), max_height=640,
                 )
                 first_bars, first_heat = charts("mvtec", "image_auroc", list(SOURCES))
                 board_bars = gr.Plot(first_bars, label="Per category", elem_id="leaderboard-bars")
