@@ -236,7 +236,7 @@ def measured_rows(report: dict[str, Any], info: dict[str, Any], config: dict[str
                 "device": info.get("device"),
                 "commit": info.get("commit"),
                 "date": info.get("date"),
-                "note": f"evaluated on {report['n_test']} test images",
+                "note": f"{CATEGORY_LABELS.get(report['category'], DATASETS[report['dataset']])}, {report['n_test']} test images",
             }
         )
     return rows

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ssad.errors import SsadError
 from ssad.methods.base import Method, MethodConfig
 from ssad.methods.ssm import SSM
+from ssad.methods.st_ssad import STSSAD
 
-METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM,)}
+METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (SSM, STSSAD)}
 
 
 def method_class(name: str) -> type[Method]:
