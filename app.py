@@ -176,6 +176,7 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
     methods = service.display_names()
     models = service.model_choices(weights_dir)
     first_model = service.default_model(weights_dir)
+    first_method = service.default_method(first_model, weights_dir)
     board = load_leaderboard(leaderboard_file)
 
     def status_line(method: str, model: str, session: service.SessionModels) -> str:
@@ -295,9 +296,9 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
                         image = upload_image(label="Image", height=300)
-                        method = gr.Dropdown(methods, value=methods[0], label="Method", allow_custom_value=True)
+                        method = gr.Dropdown(methods, value=first_method, label="Method", allow_custom_value=True)
                         model = gr.Dropdown(models, value=first_model, label="Model (dataset/category)", allow_custom_value=True)
-                        weights_status = gr.Markdown(status_line(methods[0], first_model, {}))
+                        weights_status = gr.Markdown(status_line(first_method, first_model, {}))
                         detect_button = gr.Button("Detect", variant="primary", elem_id="detect-button")
                         gr.Examples(example_rows, [image, model], example_labels=example_labels, examples_per_page=24, label="Examples (MVTec AD test images, Kermany OCT scans)")
                     with gr.Column(scale=2):

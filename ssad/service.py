@@ -61,6 +61,12 @@ def default_model(weights_dir: Path | None = None) -> str:
     return "mvtec/bottle" if "mvtec/bottle" in embedded or not embedded else embedded[0]
 
 
+def default_method(model: str, weights_dir: Path | None = None) -> str:
+    """The first registered method with weights for ``model`` (the first method when none has)."""
+    names = display_names()
+    return next((name for name in names if availability(name, model, weights_dir).available), names[0])
+
+
 def hub_offline() -> bool:
     """Whether huggingface_hub was started offline (``HF_HUB_OFFLINE=1``, read at its import)."""
     from huggingface_hub import constants
