@@ -93,24 +93,26 @@ def _from_hub(key: str, repo: str, revision: str, cache_dir: Path | None, local_
     return Path(paths[0]).parent
 
 
-_loaded: dict[tuple[str, str, str], tuple[Method, ResolvedWeights]] = {}
+_loaded: dict[tuple[str, str, str, str], tuple[Method, ResolvedWeights]] = {}
 _lock = threading.Lock()
 
 
-def load_model(method: str, model: str, device: str | torch.device = "cpu") -> tuple[Method, ResolvedWeights]:
+def load_model(
+    method: str, model: str, device: str | torch.device = "cpu", weights_dir: Path | None = None
+) -> tuple[Method, ResolvedWeights]:
     """Resolve and load a model once per process; later calls share the same instance."""
     cls = method_class(method)
-    key = (cls.id, model, str(device))
+    key = (cls.id, model, str(device), str(weights_dir or WEIGHTS_DIR))
     with _lock:
         if key not in _loaded:
-            resolved = resolve_weights(cls.id, model)
+            resolved = resolve_weights(cls.id, model, weights_dir=weights_dir)
             _loaded[key] = (cls.load(resolved.folder, device), resolved)
         return _loaded[key]
 
 
-def embedded_models() -> list[tuple[str, str]]:
-    """(method id, dataset/category) of every model in ``weights/``."""
+def embedded_models(weights_dir: Path | None = None) -> list[tuple[str, str]]:
+    """(method id, dataset/category) of every model in ``weights/`` (or ``weights_dir``)."""
     return sorted(
         (path.parent.parent.parent.name, f"{path.parent.parent.name}/{path.parent.name}")
-        for path in WEIGHTS_DIR.glob(f"*/*/*/{WEIGHTS_FILE}")
+        for path in (weights_dir or WEIGHTS_DIR).glob(f"*/*/*/{WEIGHTS_FILE}")
     )

@@ -81,26 +81,43 @@ def _panel_picture(panel: Panel, calibration: Calibration, size: int) -> Image.I
     return Image.fromarray(pixels).convert("RGB").resize((size, size), Image.NEAREST if panel.kind == "mask" else Image.BILINEAR)
 
 
+def _title_font(title: str, width: int) -> ImageFont.ImageFont:
+    """The largest font from 12 down to 8 px in which a panel title fits its panel's width."""
+    for size in range(12, 8, -1):
+        font = _font(size)
+        if font.getlength(title) <= width:
+            return font
+    return _font(8)
+
+
 def render_frame(frame: Frame, calibration: Calibration, panel_size: int = 192) -> np.ndarray:
     """One frame as a strip of titled panels under its caption."""
     title_height, caption_height, gap = 18, 24, 6
     n = len(frame.panels)
-    width = n * panel_size + (n + 1) * gap
+    caption_font = _font(14)
+    # The strip widens (panels stay left) so that a long caption is never cut off.
+    width = max(n * panel_size + (n + 1) * gap, int(caption_font.getlength(frame.caption)) + 2 * gap)
     canvas = Image.new("RGB", (width, caption_height + title_height + panel_size + gap), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((gap, 4), frame.caption, fill="black", font=_font(14))
+    draw.text((gap, 4), frame.caption, fill="black", font=caption_font)
     for i, panel in enumerate(frame.panels):
         x = gap + i * (panel_size + gap)
-        draw.text((x, caption_height), panel.title, fill=(60, 60, 60), font=_font(12))
+        draw.text((x, caption_height), panel.title, fill=(60, 60, 60), font=_title_font(panel.title, panel_size))
         canvas.paste(_panel_picture(panel, calibration, panel_size), (x, caption_height + title_height))
     return np.asarray(canvas)
 
 
-def frames_to_gif(frames: tuple[Frame, ...], calibration: Calibration, path: str | Path, seconds_per_frame: float = 1.2) -> Path:
+def frames_to_gif(
+    frames: tuple[Frame, ...], calibration: Calibration, path: str | Path, seconds_per_frame: float = 1.2, panel_size: int = 192
+) -> Path:
     """Write the frames as a looping animated GIF (the last frame held twice as long)."""
     if not frames:
         raise ValueError("no frames to animate")
-    pictures = [Image.fromarray(render_frame(frame, calibration)) for frame in frames]
+    # Fast octree palettes: about 10x quicker than Pillow's default median cut, and alike to the eye.
+    pictures = [
+        Image.fromarray(render_frame(frame, calibration, panel_size)).quantize(method=Image.Quantize.FASTOCTREE)
+        for frame in frames
+    ]
     durations = [int(seconds_per_frame * 1000)] * len(pictures)
     durations[-1] *= 2
     path = Path(path)
