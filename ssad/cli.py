@@ -146,6 +146,8 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     method = _load(args, args.model or "mvtec/bottle")
     image = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
     for _ in range(2):
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="dataset/category (default mvtec/bottle)")
     bench.add_argument("--weights", help="weights folder instead of --model")
     bench.add_argument("--n", type=int, default=20)
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, all cores)")
     bench.add_argument("--json")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench.set_defaults(run=cmd_bench)
