@@ -2,9 +2,9 @@
 
 Each (method, dataset) job is independent: it trains into ``weights/<method>/<model>`` unless the weights
 there are current, evaluates them, and keeps its report in ``runs/rebuild/``. Weights are current when
-their config equals what the job would train now and the code that trained them (the method's package,
-the base class, the shared blocks and image decoding; docstrings and comments aside) is unchanged since
-the commit recorded in them. A job whose report exists for the same weights is not evaluated again,
+their config equals what the job would train now and the code that trained them (the method's package
+and every definition it reaches in ``ssad``; see ``ssad.fingerprint``) is unchanged since the commit
+recorded in them. A job whose report exists for the same weights is not evaluated again,
 so an interrupted rebuild resumes where it stopped. With ``jobs > 1`` the jobs run in parallel processes.
 """
 
@@ -27,11 +27,11 @@ from ssad.hub import WEIGHTS_DIR
 from ssad.leaderboard import RESULTS_FILE, measured_rows, write_measured
 from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import CONFIG_FILE, Progress, no_progress, read_config, sha256_of, WEIGHTS_FILE
-from ssad.provenance import REPO_ROOT, code_fingerprint
+from ssad.fingerprint import code_fingerprint
+from ssad.provenance import REPO_ROOT
 
 STATE_DIR = REPO_ROOT / "runs" / "rebuild"
 DEFAULT_DATA = [REPO_ROOT.parent / "shared" / "data" / name for name in ("mvtec/bottle", "mvtec/pill", "oct/kermany")]
-SHARED_CODE = ["ssad/methods/base.py", "ssad/nn", "ssad/data/images.py"]
 
 TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
     # 900 training scans against some 200 in an MVTec category: fewer epochs for about as many steps.
@@ -62,12 +62,6 @@ class Job:
         return f"{self.method} on {self.data}"
 
 
-def code_paths(cls: type[Method]) -> list[str]:
-    """The source that determines a method's trained weights: its package and the shared code it builds on."""
-    package = cls.__module__.rsplit(".", 1)[0].replace(".", "/")
-    return [package, *SHARED_CODE]
-
-
 def job_config(job: Job) -> Any:
     """The config the job trains with: the method's defaults, the budget for this dataset, the job's overrides."""
     cls = method_class(job.method)
@@ -84,10 +78,12 @@ def stale_reason(job: Job, folder: Path) -> str | None:
         return "weights file does not match its checksum"
     if description["config"] != json.loads(json.dumps(dataclasses.asdict(job_config(job)))):
         return "config changed"
-    cls = method_class(job.method)
+    package = method_class(job.method).__module__.rsplit(".", 1)[0]
     commit = (description.get("info") or {}).get("commit")
-    then = code_fingerprint(code_paths(cls), commit)
-    if then is None or then != code_fingerprint(code_paths(cls)):
+    if not commit or commit.endswith("-dirty"):
+        return f"trained from uncommitted code ({commit})"
+    then = code_fingerprint(package, commit)
+    if then is None or then != code_fingerprint(package):
         return f"code changed since {commit}"
     return None
 

@@ -5,18 +5,74 @@ import shutil
 
 import pytest
 
+import ssad.provenance as provenance
 import ssad.rebuild as rebuild_module
 from ssad.leaderboard import COLUMNS
-from ssad.provenance import _code_only
+from ssad.fingerprint import CodeSource, code_fingerprint, code_only
 from ssad.rebuild import Job, Places, rebuild, summary_table
 
 TINY = {"size": 32, "epochs": 1, "batch_size": 4, "base_width": 4, "refine_block": 4, "refine_iterations": 2}
 
 
-def test_code_fingerprint_ignores_docstrings_and_comments_only():
+def test_code_only_ignores_docstrings_and_comments():
     base = "def f(x):\n    '''Doc.'''\n    return x + 1  # add\n"
-    assert _code_only(base) == _code_only("def f(x):\n    '''Other words.'''\n    # note\n    return x + 1\n")
-    assert _code_only(base) != _code_only("def f(x):\n    return x + 2\n")
+    assert code_only(base) == code_only("def f(x):\n    '''Other words.'''\n    # note\n    return x + 1\n")
+    assert code_only(base) != code_only("def f(x):\n    return x + 2\n")
+
+
+class FakeSource(CodeSource):
+    """A repository held in a dict: a method package using one function of a shared module."""
+
+    def __init__(self, files: dict[str, str]):
+        super().__init__()
+        self.files = files
+
+    def read(self, path):
+        return self.files.get(path)
+
+    def python_files(self, folder):
+        return sorted(p for p in self.files if p.rsplit("/", 1)[0] == folder)
+
+
+SHARED = """
+SCALE = 2
+def helper(x):
+    return x * SCALE
+def used(x):
+    '''Used by the toy method.'''
+    return helper(x) + 1
+def unused(x):
+    return x
+"""
+TOY = {
+    "ssad/methods/toy/__init__.py": "from ssad.methods.toy.method import Toy\n",
+    "ssad/methods/toy/method.py": "from ssad.shared import used\nclass Toy:\n    def run(self, x):\n        return used(x)\n",
+    "ssad/shared/__init__.py": "from ssad.shared.ops import used\n",
+    "ssad/shared/ops.py": SHARED,
+}
+
+
+@pytest.mark.parametrize(
+    "edit, changes",
+    [
+        (lambda s: s.replace("return x\n", "return -x\n"), False),  # a function the method never reaches
+        (lambda s: s.replace("Used by the toy method.", "Reworded."), False),
+        (lambda s: s + "\ndef new_loss(x):\n    return x\n", False),
+        (lambda s: s.replace("x * SCALE", "x * SCALE * 3"), True),  # reached through used -> helper
+        (lambda s: s.replace("SCALE = 2", "SCALE = 3"), True),  # a constant reached through helper
+    ],
+)
+def test_fingerprint_follows_what_the_method_reaches(edit, changes):
+    before = code_fingerprint("ssad.methods.toy", code=FakeSource(TOY))
+    after = code_fingerprint("ssad.methods.toy", code=FakeSource({**TOY, "ssad/shared/ops.py": edit(SHARED)}))
+    assert before is not None and (before != after) == changes
+
+
+def test_fingerprint_of_the_real_methods_and_unknown_commits():
+    for package in ("ssad.methods.ssm", "ssad.methods.sgsf", "ssad.methods.st_ssad"):
+        assert code_fingerprint(package) is not None
+        assert code_fingerprint(package, "0" * 40) is None
+        assert code_fingerprint(package, "abc-dirty") is None
 
 
 @pytest.fixture
@@ -24,9 +80,10 @@ def places(tmp_path, monkeypatch):
     results = tmp_path / "results.csv"
     with open(results, "w", newline="") as handle:
         csv.DictWriter(handle, fieldnames=COLUMNS).writeheader()
-    # Weights trained in a dirty working tree can never be shown current; pin the fingerprint so that the
-    # reuse logic (config and checksum) is what this test checks.
-    monkeypatch.setattr(rebuild_module, "code_fingerprint", lambda paths, commit=None: "same code")
+    # Weights trained in a dirty working tree can never be shown current; pin the commit and the code
+    # fingerprint (tested above) so that the reuse logic (config and checksum) is what this test checks.
+    monkeypatch.setattr(provenance, "git_commit", lambda: "abc1234")
+    monkeypatch.setattr(rebuild_module, "code_fingerprint", lambda package, commit=None: "same code")
     return Places(weights=tmp_path / "weights", state=tmp_path / "state", results=results)
 
 
