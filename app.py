@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import os
 import sys
 import tempfile
@@ -63,16 +64,20 @@ def upload_image(**kwargs: Any) -> gr.Image:
     """A ``gr.Image`` upload whose decoding check answers with a clear message instead of a decoder traceback.
 
     The check is wrapped on the instance: a subclass of a Gradio component would make Gradio write a
-    ``.pyi`` stub next to this file.
+    ``.pyi`` stub next to this file. ``image_mode=None`` passes the uploaded file through undecoded, so that ``ssad.data.load_image`` alone
+    converts it (16-bit, CMYK, EXIF rotation: the same rules as the library and the CLI) and refuses an image
+    above its pixel limit from the header, before decoding.
     """
-    component = gr.Image(type="filepath", sources=["upload", "clipboard"], **kwargs)
+    component = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
     gradio_preprocess = component.preprocess
 
     def preprocess(payload: Any) -> Any:
+        name = getattr(payload, "orig_name", None) or "the upload"
         try:
             return gradio_preprocess(payload)
-        except (UnidentifiedImageError, PILImage.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
-            name = getattr(payload, "orig_name", None) or "the upload"
+        except PILImage.DecompressionBombError as error:
+            raise gr.Error(f"{name}: image too large ({error})") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise gr.Error(f"{name}: not a readable image ({type(error).__name__})") from None
 
     component.preprocess = preprocess
@@ -433,4 +438,6 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ssad").setLevel(logging.INFO)  # one line per model loaded (models are loaded once, shared)
     launch(build_demo())
