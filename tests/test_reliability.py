@@ -359,3 +359,44 @@ def test_train_limits_on_bytes_and_time_and_mixed_sizes(training_folders, tmp_pa
     model, trained = service.train_session_model(METHOD.display_name, "mixed sizes", images, tmp_path / "mixed", quick)
     assert model == "custom/mixed-sizes" and trained.info["n_train"] + trained.info["n_held_out"] == 4
     assert np.isfinite(trained.predict(load_image(images[2]), with_frames=False).score)
+
+
+# ---------------------------------------------------------------------- leaderboard input
+
+
+def test_malformed_leaderboard_rows_are_listed_with_line_and_the_tab_still_works(tiny_weights, tmp_path):
+    import gradio as gr
+
+    import app
+    from ssad.leaderboard import COLUMNS, load_leaderboard
+
+    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,"
+    lines = [
+        ",".join(COLUMNS), good,
+        "DRAEM,mvtec,cable,image_auroc,0.918,reported",  # short row
+        good + ",extra",  # one field too many
+        good,  # duplicate
+        "\x00\x01garbage",  # not a row at all
+        "DRAEM,mvtec,capsule,image_auroc,0.985,reported,DRAEM paper,,,,,,,",
+    ]
+    results = tmp_path / "results.csv"
+    results.write_text("\n".join(lines) + "\n")
+    board = load_leaderboard(results)
+    assert list(board.rows["category"]) == ["bottle", "capsule"]
+    assert board.problems == [
+        "results.csv:3: wrong number of fields",
+        "results.csv:4: wrong number of fields",
+        "results.csv:5: duplicates line 2 (DRAEM, mvtec, bottle, image_auroc, reported)",
+        "results.csv:6: wrong number of fields",
+    ]
+    demo = app.build_demo(tiny_weights, results)
+    texts = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown) and isinstance(block.value, str)]
+    assert any("4 row(s)" in text and all(problem in text for problem in board.problems) for text in texts)
+    table = next(block.value for block in demo.blocks.values() if isinstance(block, gr.Dataframe) and block.elem_id == "leaderboard-table")
+    assert table["data"][0][:5] == ["DRAEM", "reported", "99.2", "n/a", "98.5"]
+
+    (tmp_path / "no_columns.csv").write_text("method,value\nDRAEM,0.9\n")
+    assert "no_columns.csv:1: missing columns dataset" in load_leaderboard(tmp_path / "no_columns.csv").problems[0]
+    assert "cannot read" in load_leaderboard(tmp_path / "absent.csv").problems[0]
+    empty = app.build_demo(tiny_weights, tmp_path / "absent.csv")  # the app still starts without a results file
+    assert isinstance(empty, gr.Blocks)
