@@ -19,6 +19,7 @@ from typing import Any, Callable
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio import processing_utils  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image as PILImage, UnidentifiedImageError  # noqa: E402
@@ -82,6 +83,26 @@ def upload_image(**kwargs: Any) -> gr.Image:
 
     component.preprocess = preprocess
     return component
+
+
+def save_pil_to_cache_atomically(img: PILImage.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's ``save_pil_to_cache`` with the file renamed into place instead of rewritten.
+
+    Gradio stores output images under the hash of their bytes and rewrites the file for every identical
+    output; a client still downloading it got a truncated body (``peer closed connection``), seen in the
+    8-client load test when several users score the same image. Its ``save_file_to_cache`` already renames.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    target = (folder / f"{name}.{format}").resolve()
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".partial-", delete=False) as partial:
+        partial.write(data)
+    os.replace(partial.name, target)
+    return str(target)
+
+
+processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
 
 
 def user_errors(fn: Callable) -> Callable:
