@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any, Callable
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio import processing_utils  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image as PILImage, UnidentifiedImageError  # noqa: E402
@@ -63,20 +65,44 @@ def upload_image(**kwargs: Any) -> gr.Image:
     """A ``gr.Image`` upload whose decoding check answers with a clear message instead of a decoder traceback.
 
     The check is wrapped on the instance: a subclass of a Gradio component would make Gradio write a
-    ``.pyi`` stub next to this file.
+    ``.pyi`` stub next to this file. ``image_mode=None`` passes the uploaded file through undecoded, so that ``ssad.data.load_image`` alone
+    converts it (16-bit, CMYK, EXIF rotation: the same rules as the library and the CLI) and refuses an image
+    above its pixel limit from the header, before decoding.
     """
-    component = gr.Image(type="filepath", sources=["upload", "clipboard"], **kwargs)
+    component = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
     gradio_preprocess = component.preprocess
 
     def preprocess(payload: Any) -> Any:
+        name = getattr(payload, "orig_name", None) or "the upload"
         try:
             return gradio_preprocess(payload)
-        except (UnidentifiedImageError, PILImage.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
-            name = getattr(payload, "orig_name", None) or "the upload"
+        except PILImage.DecompressionBombError as error:
+            raise gr.Error(f"{name}: image too large ({error})") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise gr.Error(f"{name}: not a readable image ({type(error).__name__})") from None
 
     component.preprocess = preprocess
     return component
+
+
+def save_pil_to_cache_atomically(img: PILImage.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's ``save_pil_to_cache`` with the file renamed into place instead of rewritten.
+
+    Gradio stores output images under the hash of their bytes and rewrites the file for every identical
+    output; a client still downloading it got a truncated body (``peer closed connection``), seen in the
+    8-client load test when several users score the same image. Its ``save_file_to_cache`` already renames.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    target = (folder / f"{name}.{format}").resolve()
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".partial-", delete=False) as partial:
+        partial.write(data)
+    os.replace(partial.name, target)
+    return str(target)
+
+
+processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -433,4 +459,6 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ssad").setLevel(logging.INFO)  # one line per model loaded (models are loaded once, shared)
     launch(build_demo())

@@ -7,6 +7,7 @@ e.g. ``ssm/mvtec/bottle/model.safetensors``. Downloads are pinned to one revisio
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ssad.provenance import REPO_ROOT
 WEIGHTS_DIR = Path(os.environ.get("SSAD_WEIGHTS_DIR", REPO_ROOT / "weights"))
 HUB_REPO = os.environ.get("SSAD_HUB_REPO", "ssad-project/ssad-weights")
 HUB_REVISION = os.environ.get("SSAD_HUB_REVISION", "v0.1.0")
+log = logging.getLogger(__name__)
 
 Source = Literal["embedded", "hub cache", "hub download"]
 
@@ -107,6 +109,7 @@ def load_model(
         if key not in _loaded:
             resolved = resolve_weights(cls.id, model, weights_dir=weights_dir)
             _loaded[key] = (cls.load(resolved.folder, device), resolved)
+            log.info("loaded model %s %s from %s (%s)", cls.id, model, resolved.source, resolved.detail)
         return _loaded[key]
 
 

@@ -95,7 +95,7 @@ class Availability:
 def availability(
     method_name: str, model: str, weights_dir: Path | None = None, session: SessionModels | None = None
 ) -> Availability:
-    """Where a model's weights would come from, without downloading anything."""
+    """Where a model's weights come from, or why they cannot be used; never downloads anything."""
     cls = method_class(method_name)
     if (cls.id, model) in (session or {}):
         return Availability(cls.display_name, model, "trained in this session", "kept in your browser session only")
@@ -104,6 +104,10 @@ def availability(
     except WeightsError as error:
         reason = str(error) if hub_offline() else f"{error}; it will be fetched from {HUB_REPO}@{HUB_REVISION} on first use"
         return Availability(cls.display_name, model, None, reason)
+    try:  # weights found here are loaded (once, shared): a corrupt or mismatched file shows as unavailable
+        load_model(cls.id, model, DEVICE, weights_dir)
+    except WeightsError as error:
+        return Availability(cls.display_name, model, None, str(error))
     return Availability(cls.display_name, model, resolved.source, resolved.detail)
 
 
