@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ssad.data import load_image, open_dataset
 from ssad.errors import SsadError
@@ -240,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except SsadError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Image.DecompressionBombError as error:  # Pillow refuses such images in Image.open, before our header check
+        print(f"error: image too large ({error})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

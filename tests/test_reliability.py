@@ -210,7 +210,6 @@ def test_cli_predict_bad_image_exits_2_with_one_line(weights, inputs, case):
     assert_one_line_error(run_cli("predict", "--method", METHOD.id, "--model", "mvtec/bottle", str(inputs[case]), weights=weights), BAD[case])
 
 
-@pytest.mark.xfail(strict=True, reason="ssad/data/images.py does not catch Pillow's DecompressionBombError at Image.open")
 def test_cli_predict_image_beyond_pillow_limit_exits_2(weights, inputs):
     assert_one_line_error(run_cli("predict", "--method", METHOD.id, "--model", "mvtec/bottle", str(inputs["pillow_bomb"]), weights=weights), "pixels")
 
