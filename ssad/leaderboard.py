@@ -243,15 +243,16 @@ def measured_rows(report: dict[str, Any], info: dict[str, Any], config: dict[str
 
 
 def write_measured(rows: list[dict[str, Any]], path: Path = RESULTS_FILE) -> None:
-    """Add measured rows, replacing earlier measured rows for the same method, dataset, category and metric."""
-    keys = {(r["method"], r["dataset"], r["category"], r["metric"]) for r in rows}
+    """Add measured rows; a measured row for the same method, dataset, category and metric is replaced where it stands."""
+    def key(row: dict[str, Any]) -> tuple[str, ...]:
+        return (row["method"], row["dataset"], row["category"], row["metric"])
+
+    new = {key(row): {c: row.get(c, "") for c in COLUMNS} for row in rows}
     with open(path, newline="", encoding="utf-8") as handle:
-        kept = [
-            row for row in csv.DictReader(handle)
-            if row["source"] != "measured" or (row["method"], row["dataset"], row["category"], row["metric"]) not in keys
-        ]
+        existing = list(csv.DictReader(handle))
+    updated = [new.pop(key(row)) if row["source"] == "measured" and key(row) in new else row for row in existing]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(kept)
-        writer.writerows({c: row.get(c, "") for c in COLUMNS} for row in rows)
+        writer.writerows(updated)
+        writer.writerows(new.values())

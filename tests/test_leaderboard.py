@@ -108,3 +108,13 @@ def test_write_measured_replaces_only_its_own_rows(tmp_path):
     ssm = board.rows[(board.rows["method"] == "SSM") & (board.rows["metric"] == "image_auroc")]
     assert list(ssm["value"]) == [0.98]
     assert len(board.rows) == 1 + 4  # RIAD kept; pixel_ap None is not written
+
+
+def test_rewriting_measured_rows_keeps_their_place(tmp_path):
+    path = write_rows(tmp_path / "r.csv", [])
+    info = {"train_seconds": 60, "device": "cpu", "commit": "abc", "date": "2026-11-25"}
+    report = {"dataset": "mvtec", "category": "bottle", "image_auroc": 0.9, "n_test": 83}
+    for method, value in (("SSM", 0.9), ("SGSF", 0.8), ("SSM", 0.95)):
+        write_measured(measured_rows({**report, "image_auroc": value}, info, {"size": 128, "epochs": 1}, method), path)
+    rows = load_leaderboard(path).rows
+    assert list(rows["method"]) == ["SSM", "SGSF"] and list(rows["value"]) == [0.95, 0.8]
