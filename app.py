@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from PIL import Image as PILImage, UnidentifiedImageError  # noqa: E402
 
 from ssad import service  # noqa: E402
+from ssad.data import load_image  # noqa: E402
 from ssad.data.datasets import IMAGE_SUFFIXES  # noqa: E402
 from ssad.errors import DataError, SsadError  # noqa: E402
 from ssad.leaderboard import (  # noqa: E402
@@ -249,12 +250,11 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
     def compare(image: Any, model: str, session: service.SessionModels):
         if image is None:
             raise DataError("no image: upload one or pick an example")
+        pixels = load_image(image)  # decoded once for all methods; a bad image fails here, before any model
         rows, outputs = [], []
         for method in methods:
             try:
-                detection = service.detect(image, method, model, weights_dir, session, with_frames=False)
-            except DataError:
-                raise
+                detection = service.detect(pixels, method, model, weights_dir, session, with_frames=False)
             except SsadError as error:  # no weights (or not loadable): shown, with the reason
                 rows.append({"method": method, "score": None, "threshold": None, "label": "unavailable",
                              "seconds": None, "weights": str(error)})
@@ -284,17 +284,18 @@ def build_demo(weights_dir: Path | None = None, leaderboard_file: Path = RESULTS
         choices = service.model_choices(weights_dir, session)
         return message, session, gr.Dropdown(choices=choices, value=model), gr.Dropdown(choices=choices, value=model), gr.Dropdown(value=trained.display_name)
 
-    def dataset_id(dataset: str) -> str:
-        for key, label in DATASETS.items():
-            if dataset in (key, label):
+    def choice_id(value: str, choices: dict[str, str], what: str) -> str:
+        """The key of a dropdown choice given as key or label (the API may send either)."""
+        for key, label in choices.items():
+            if value in (key, label):
                 return key
-        raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+        raise DataError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
+
+    def dataset_id(dataset: str) -> str:
+        return choice_id(dataset, DATASETS, "dataset")
 
     def metric_id(metric: str) -> str:
-        for key, label in METRICS.items():
-            if metric in (key, label):
-                return key
-        raise DataError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+        return choice_id(metric, METRICS, "metric")
 
     @user_errors
     def leaderboard(dataset: str, metric: str, sources: list[str]) -> pd.DataFrame:

@@ -40,7 +40,7 @@ class ResolvedWeights:
 
 def model_key(method_id: str, model: str) -> str:
     """The path of a model inside ``weights/`` and the Hub repo: ``ssm/mvtec/bottle``."""
-    parts = model.split("/")
+    parts = model.split("/") if isinstance(model, str) else []
     if len(parts) != 2 or not all(part and part not in (".", "..") and part.replace("_", "").replace("-", "").isalnum() for part in parts):
         raise WeightsError(f"model {model!r} is not of the form dataset/category (e.g. mvtec/bottle)")
     return f"{method_id}/{model}"

@@ -62,21 +62,20 @@ class Job:
         return f"{self.method} on {self.data}"
 
 
-def job_config(job: Job) -> Any:
-    """The config the job trains with: the method's defaults, the budget for this dataset, the job's overrides."""
+def job_config(job: Job, dataset: str) -> Any:
+    """The config the job trains with: the method's defaults, the budget for this dataset kind, the job's overrides."""
     cls = method_class(job.method)
-    dataset = open_dataset(job.data).dataset
     return dataclasses.replace(cls.config_class(), **{**TRAINING_BUDGETS.get((cls.id, dataset), {}), **job.overrides})
 
 
-def stale_reason(job: Job, folder: Path) -> str | None:
-    """Why the weights in ``folder`` must be trained again, or None when they are current."""
+def stale_reason(job: Job, folder: Path, config: Any) -> str | None:
+    """Why the weights in ``folder`` must be trained again with ``config``, or None when they are current."""
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         return "no weights"
     description = read_config(folder)
     if description.get("weights_sha256") != sha256_of(folder / WEIGHTS_FILE):
         return "weights file does not match its checksum"
-    if description["config"] != json.loads(json.dumps(dataclasses.asdict(job_config(job)))):
+    if description["config"] != json.loads(json.dumps(dataclasses.asdict(config))):
         return "config changed"
     package = method_class(job.method).__module__.rsplit(".", 1)[0]
     commit = (description.get("info") or {}).get("commit")
@@ -96,9 +95,10 @@ def run_job(
     dataset = open_dataset(job.data)
     folder = places.weights / cls.id / dataset.name
     state_file = places.state / f"{cls.id}__{dataset.name.replace('/', '__')}.json"
-    reason = "--retrain" if retrain else stale_reason(job, folder)
+    config = job_config(job, dataset.dataset)
+    reason = "--retrain" if retrain else stale_reason(job, folder, config)
     if reason is not None:
-        cls(job_config(job)).fit(dataset, progress).save(folder)
+        cls(config).fit(dataset, progress).save(folder)
     sha = sha256_of(folder / WEIGHTS_FILE)
     if state_file.is_file() and not reevaluate and reason is None:
         record = json.loads(state_file.read_text())

@@ -153,8 +153,6 @@ def get_model(
     cls = method_class(method_name)
     if (cls.id, model) in (session or {}):
         return session[(cls.id, model)], "trained in this session", "kept in your browser session only"
-    if not isinstance(model, str) or "/" not in model:
-        raise WeightsError(f"model {model!r} is not of the form dataset/category (e.g. mvtec/bottle)")
     method, resolved = load_model(cls.id, model, DEVICE, weights_dir)
     return method, resolved.source, resolved.detail
 
