@@ -85,6 +85,22 @@ def test_refinement_frames_and_growing_uncovered_region(trained, synthetic_categ
     assert result.extras["network_passes"] == 3 * 3 * trained.config.refine_iterations
 
 
+def test_uncovered_pixels_keep_the_error_of_their_last_inpainting(trained, synthetic_category):
+    """An image judged wholly normal keeps its first-round evidence instead of collapsing to zero error."""
+    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
+    saved = trained.state["refine_threshold"]
+    trained.state["refine_threshold"] = float("inf")
+    try:
+        with torch.inference_mode():
+            rounds, _ = trained._refine(image_tensor)
+    finally:
+        trained.state["refine_threshold"] = saved
+    assert bool(rounds[-1]["uncovered"].all())
+    assert rounds[0]["map_max"] > 0
+    assert torch.allclose(rounds[-1]["map"], rounds[0]["map"])
+    assert rounds[-1]["mse"] == pytest.approx(rounds[0]["mse"])
+
+
 def test_synthetic_defects_score_higher_than_normals(trained, synthetic_category):
     dataset = open_dataset(synthetic_category)
     scores = {0: [], 1: []}

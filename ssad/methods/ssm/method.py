@@ -14,6 +14,11 @@ Choices where the paper and code leave room (also in the README):
   the ``refine_quantile`` quantile of held-out normal maps (set ``refine_threshold`` to fix it).
 * The image score replaces the code's test-set min-max normalisation (impossible for one uploaded
   image) by standardising the two terms (map maximum, reconstruction MSE) with held-out normal images.
+* In the code, a pixel uncovered as normal gets zero error in the next round. With a calibrated
+  threshold most blocks of a normal image, and of an image with a subtle defect, end up uncovered, so
+  their scores collapse onto one tied value. Here an uncovered pixel keeps the error of the last round
+  that inpainted it; pixels still hidden take the refined round's error, so refinement still sharpens
+  the suspicious regions while the ranking of the rest is kept.
 """
 
 from __future__ import annotations
@@ -183,10 +188,17 @@ class SSM(Method):
             outputs = self._run_passes(image[None], masks)[:, 0, :3]  # [cells*n_masks, 3, H, W]
             hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, cfg.size, cfg.size)
             composite = (outputs.view(n_cells, cfg.n_masks, 3, cfg.size, cfg.size) * hidden).sum(dim=1)
-            # Pixels visible in every mask have no prediction: they keep the input (zero error).
+            # Pixels visible in every mask have no prediction: they keep the input.
             composite = composite + image * (1 - hidden.sum(dim=1))
-            maps = msgms_anomaly_map(image.expand_as(composite), composite)
-            anomaly_map = gaussian_blur((weights * maps).sum(dim=0, keepdim=True), cfg.smoothing_sigma)[0, 0]
+            gms_error = (weights * msgms_anomaly_map(image.expand_as(composite), composite)).sum(dim=0)[0]
+            squared_error = (composite - image).pow(2).mean(dim=1).sum(dim=0)
+            if round_index == 0:
+                evidence, squared_evidence = gms_error, squared_error
+            else:
+                # An uncovered pixel keeps the error of the last round that inpainted it, not zero.
+                evidence = torch.where(uncovered, evidence, gms_error)
+                squared_evidence = torch.where(uncovered, squared_evidence, squared_error)
+            anomaly_map = gaussian_blur(evidence[None, None], cfg.smoothing_sigma)[0, 0]
             rounds.append(
                 {
                     "map": anomaly_map,
@@ -195,7 +207,7 @@ class SSM(Method):
                     "mask_cell": cfg.cell_sizes[-1],
                     "composite": composite.mean(dim=0).clamp(0, 1),
                     "map_max": float(anomaly_map.max()),
-                    "mse": float((composite - image).pow(2).mean(dim=(1, 2, 3)).sum()),
+                    "mse": float(squared_evidence.mean()),
                 }
             )
             if round_index + 1 < iterations:
