@@ -17,7 +17,6 @@ import subprocess
 from ssad.provenance import REPO_ROOT
 
 
-
 class CodeSource:
     """Python files of the repository: in the working tree, or as they were at ``commit``."""
 
