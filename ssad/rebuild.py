@@ -40,9 +40,6 @@ TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
     # DRAEM, SGSF's base, trains 700 epochs of about 200 images at batch 8; 600 at batch 16 sees as many
     # forged images (the method's default, 200, is for the app's quick training of uploads).
     ("sgsf", "mvtec"): {"epochs": 600},
-    # METHODS.md 1.10's CPU simplification: half the paper's widths (32-256) and 30-40 epochs per MVTec
-    # category; the method's default (width 16, 60 epochs) is for the app's quick training of uploads.
-    ("ssm", "mvtec"): {"base_width": 32, "epochs": 40},
 }
 """Config overrides per (method id, dataset) so that every job trains in minutes on a 2-core CPU."""
 
