@@ -68,20 +68,36 @@ def _emit(payload: dict[str, Any], json_file: str | None) -> None:
         Path(json_file).write_text(text + "\n")
 
 
-def config_overrides(cls: type[Method], assignments: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` settings for a method's config; values are JSON (numbers, lists, null) or plain text."""
+def _assignment(cls: type[Method], assignment: str, option: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` for a field of a method's config; the value is JSON (numbers, lists, null) or plain text."""
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    overrides = {}
+    key, sep, text = assignment.partition("=")
+    if not sep or key not in fields:
+        raise SsadError(f"{option} {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
+def _config_value(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def config_overrides(cls: type[Method], assignments: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` settings for a method's config."""
+    return {key: _config_value(value) for key, value in (_assignment(cls, a, "--set") for a in assignments)}
+
+
+def grid_axes(cls: type[Method], assignments: list[str]) -> dict[str, list[Any]]:
+    """``--grid KEY=[V1, V2, ...]`` settings: the values each config field takes in a selection."""
+    axes = {}
     for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        if not sep or key not in fields:
-            raise SsadError(f"--set {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        overrides[key] = tuple(value) if isinstance(value, list) else value
-    return overrides
+        key, values = _assignment(cls, assignment, "--grid")
+        if not isinstance(values, list) or not values:
+            raise SsadError(f"--grid {assignment!r}: the values must be a non-empty JSON list, e.g. {key}=[1, 2]")
+        axes[key] = [_config_value(value) for value in values]
+    return axes
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -144,6 +160,21 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
     records = rebuild(jobs, args.jobs, args.retrain, args.reevaluate, progress_for, log=lambda line: print(line, file=sys.stderr))
     print(summary_table(records))
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from ssad.rebuild import Job, job_config
+    from ssad.selection import select
+
+    cls = method_class(args.method)
+    dataset = open_dataset(args.data)
+    base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset.dataset)
+    progress, bar = tqdm_progress(f"select {cls.id} on {dataset.name}")
+    try:
+        report = select(cls.id, dataset, base, grid_axes(cls, args.grid), args.share, args.copies, args.seed, progress)
+    finally:
+        bar.close()
+    _emit(report, args.json)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -222,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--retrain", action="store_true", help="train even when the weights are current")
     rebuild.add_argument("--reevaluate", action="store_true", help="evaluate even when a report for the same weights exists")
     rebuild.set_defaults(run=cmd_rebuild)
+
+    select = commands.add_parser(
+        "select", help="rank candidate configs without test labels: set-aside training normals against forged copies of them"
+    )
+    select.add_argument("--method", required=True, help=method_help)
+    select.add_argument("--data", required=True)
+    select.add_argument("--grid", action="append", required=True, metavar="KEY=[V1,V2,...]", help="values to try for a config field")
+    select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed config field (over the rebuild's budget)")
+    select.add_argument("--share", type=float, default=0.15, help="share of the training normals set aside")
+    select.add_argument("--copies", type=int, default=3, help="forged copies of each set-aside normal")
+    select.add_argument("--seed", type=int, default=0, help="seed of the set-aside split and the forgeries")
+    select.add_argument("--json")
+    select.set_defaults(run=cmd_select)
 
     bench = commands.add_parser("bench", help="time single-image inference (median of --n runs after warm-up)")
     bench.add_argument("--method", required=True, help=method_help)
