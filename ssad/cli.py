@@ -168,7 +168,7 @@ def cmd_select(args: argparse.Namespace) -> None:
 
     cls = method_class(args.method)
     dataset = open_dataset(args.data)
-    base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset.dataset)
+    base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset)
     progress, bar = tqdm_progress(f"select {cls.id} on {dataset.name}")
     try:
         report = select(cls.id, dataset, base, grid_axes(cls, args.grid), args.share, args.copies, args.seed, progress)

@@ -112,3 +112,16 @@ def test_rebuild_trains_then_reuses_and_resumes(places, synthetic_category):
     assert len(rows) == 1 and rows[0]["source"] == "measured" and rows[0]["epochs"] == "2"
     assert rows[0]["commit"] and rows[0]["device"] and rows[0]["category"] == "synth"
     assert "mvtec/synth" in summary_table(changed)
+
+
+def test_a_models_budget_applies_over_its_kinds(monkeypatch, synthetic_category):
+    from ssad.data import open_dataset
+    from ssad.methods.sgsf import SGSFConfig
+
+    dataset = open_dataset(synthetic_category)  # mvtec/synth
+    budgets = {("ssm", "mvtec"): {"epochs": 7, "lr": 0.5}, ("ssm", "mvtec/synth"): {"epochs": 9}, ("ssm", "mvtec/other"): {"lr": 0.1}}
+    monkeypatch.setattr(rebuild_module, "TRAINING_BUDGETS", budgets)
+    config = rebuild_module.job_config(Job("ssm", synthetic_category), dataset)
+    assert (config.epochs, config.lr) == (9, 0.5)
+    assert rebuild_module.job_config(Job("ssm", synthetic_category, {"epochs": 3}), dataset).epochs == 3
+    assert rebuild_module.job_config(Job("sgsf", synthetic_category), dataset) == SGSFConfig()
