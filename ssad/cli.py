@@ -171,7 +171,9 @@ def cmd_select(args: argparse.Namespace) -> None:
     base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset)
     progress, bar = tqdm_progress(f"select {cls.id} on {dataset.name}")
     try:
-        report = select(cls.id, dataset, base, grid_axes(cls, args.grid), args.share, args.copies, args.seed, progress)
+        report = select(
+            cls.id, dataset, base, grid_axes(cls, args.grid), args.share, args.copies, args.seed, progress, _device(args.device)
+        )
     finally:
         bar.close()
     _emit(report, args.json)
@@ -265,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--copies", type=int, default=3, help="forged copies of each set-aside normal")
     select.add_argument("--seed", type=int, default=0, help="seed of the set-aside split and the forgeries")
     select.add_argument("--json")
+    select.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     select.set_defaults(run=cmd_select)
 
     bench = commands.add_parser("bench", help="time single-image inference (median of --n runs after warm-up)")

@@ -29,6 +29,7 @@ from ssad.methods.sgsf.forge import forge
 from ssad.methods.sgsf.method import SGSFConfig
 from ssad.methods.sgsf.saliency import salient_regions, saliency_maps
 from ssad.metrics import image_auroc
+from ssad.provenance import provenance
 
 CIRCULAR_METHODS = frozenset({"sgsf"})
 """Methods trained on the very forgeries the criterion uses."""
@@ -84,11 +85,12 @@ def select(
     copies: int = 3,
     seed: int = 0,
     progress: Progress = no_progress,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train every candidate of the grid around ``base`` and rank them by :func:`forgery_auroc`.
 
-    Returns the candidates (overrides, criterion, training seconds) and the chosen overrides; the first
-    candidate wins ties, so list the default value of each field first.
+    Returns the candidates (overrides, criterion, training seconds), the chosen overrides and the provenance
+    (commit, date, device); the first candidate wins ties, so list the default value of each field first.
     """
     cls = method_class(method_id)
     if cls.id in CIRCULAR_METHODS:
@@ -99,7 +101,7 @@ def select(
     train_part, aside = set_aside(dataset, share, seed)
     results = []
     for overrides in candidate_grid(axes):
-        method = cls(dataclasses.replace(base, **overrides))
+        method = cls(dataclasses.replace(base, **overrides), device)
         started = time.perf_counter()
         method.fit(train_part, progress)
         normals = method.load_images([sample.path for sample in aside.train])
@@ -115,4 +117,5 @@ def select(
         "base": dataclasses.asdict(base),
         "candidates": results,
         "chosen": results[best]["overrides"],
+        **provenance(device),
     }

@@ -71,6 +71,7 @@ def test_select_ranks_every_candidate_and_refuses_sgsf(synthetic_category):
     best = max(report["candidates"], key=lambda c: c["forgery_auroc"])
     assert report["chosen"] == best["overrides"]
     assert report["set_aside"] == 6
+    assert report["device"].startswith("cpu") and "commit" in report
     with pytest.raises(SsadError, match="circular"):
         select("sgsf", dataset, tiny_config(method_class("sgsf")), {"epochs": [1]})
     with pytest.raises(SsadError, match="not ST-SSAD config fields"):
