@@ -23,7 +23,7 @@ import torch
 
 from ssad.data import AnomalyDataset
 from ssad.errors import SsadError
-from ssad.methods import MethodConfig, method_class
+from ssad.methods import Method, MethodConfig, method_class
 from ssad.methods.base import Progress, no_progress
 from ssad.methods.sgsf.forge import forge
 from ssad.methods.sgsf.method import SGSFConfig
@@ -67,7 +67,7 @@ def forge_copies(normals: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
     return torch.stack(forged).clamp(0, 1)
 
 
-def forgery_auroc(method: Any, normals: torch.Tensor, forged: torch.Tensor) -> float:
+def forgery_auroc(method: Method, normals: torch.Tensor, forged: torch.Tensor) -> float:
     """AUROC of a trained method's scores: set-aside normals (negatives) against their forgeries (positives)."""
     method.networks.eval()
     with torch.inference_mode():
