@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssad train | evaluate | predict | bench`` (see docs in the README).
+"""Command line: ``python -m ssad train | evaluate | predict | bench | rebuild | select`` (see docs in the README).
 
 Every user-facing problem ends as one line on stderr and exit status 2, never a traceback.
 """
