@@ -147,12 +147,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> None:
-    from ssad.rebuild import default_jobs, rebuild, summary_table
+    from ssad.rebuild import default_jobs, plan, rebuild, summary_table
 
     data = [Path(d) for d in args.data] if args.data else None
     for folder in data or []:
         open_dataset(folder)  # fail early, with the folder's name, before any job starts
     jobs = default_jobs(args.methods, data)
+    if args.plan:
+        print("\n".join(plan(jobs, args.retrain, args.reevaluate)))
+        return
 
     def progress_for(job: Any) -> tuple[Progress, Any]:
         progress, bar = tqdm_progress(job.describe())
@@ -254,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
     rebuild.add_argument("--retrain", action="store_true", help="train even when the weights are current")
     rebuild.add_argument("--reevaluate", action="store_true", help="evaluate even when a report for the same weights exists")
+    rebuild.add_argument("--plan", action="store_true", help="only say what each job would do (train, evaluate or reuse)")
     rebuild.set_defaults(run=cmd_rebuild)
 
     select = commands.add_parser(

@@ -97,23 +97,51 @@ def stale_reason(job: Job, folder: Path, config: Any) -> str | None:
     return None
 
 
-def run_job(
-    job: Job, places: Places = Places(), retrain: bool = False, reevaluate: bool = False, progress: Progress = no_progress
-) -> dict[str, Any]:
-    """Train if needed, evaluate if needed; returns the job's record (report, whether it trained, weights)."""
+def _resolve(job: Job, places: Places) -> tuple[type[Method], AnomalyDataset, Path, Path, Any]:
+    """The job's method class, dataset, weights folder, report file and training config."""
     cls = method_class(job.method)
     dataset = open_dataset(job.data)
     folder = places.weights / cls.id / dataset.name
     state_file = places.state / f"{cls.id}__{dataset.name.replace('/', '__')}.json"
-    config = job_config(job, dataset)
+    return cls, dataset, folder, state_file, job_config(job, dataset)
+
+
+def _reusable_report(state_file: Path, folder: Path) -> dict[str, Any] | None:
+    """The job's saved record when it was made for the weights now in ``folder``, else None."""
+    if not state_file.is_file():
+        return None
+    record = json.loads(state_file.read_text())
+    return record if record.get("weights_sha256") == sha256_of(folder / WEIGHTS_FILE) else None
+
+
+def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, places: Places = Places()) -> list[str]:
+    """What :func:`rebuild` would do for each job, one line each, without training or evaluating anything."""
+    lines = []
+    for job in jobs:
+        _, _, folder, state_file, config = _resolve(job, places)
+        reason = "--retrain" if retrain else stale_reason(job, folder, config)
+        if reason is not None:
+            action = f"train ({reason}), evaluate"
+        elif reevaluate or _reusable_report(state_file, folder) is None:
+            action = "reuse weights, evaluate"
+        else:
+            action = "reuse weights and report"
+        lines.append(f"{job.describe()}: {action}")
+    return lines
+
+
+def run_job(
+    job: Job, places: Places = Places(), retrain: bool = False, reevaluate: bool = False, progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Train if needed, evaluate if needed; returns the job's record (report, whether it trained, weights)."""
+    cls, dataset, folder, state_file, config = _resolve(job, places)
     reason = "--retrain" if retrain else stale_reason(job, folder, config)
     if reason is not None:
         cls(config).fit(dataset, progress).save(folder)
     sha = sha256_of(folder / WEIGHTS_FILE)
-    if state_file.is_file() and not reevaluate and reason is None:
-        record = json.loads(state_file.read_text())
-        if record.get("weights_sha256") == sha:
-            return {**record, "trained": False, "evaluated": False}
+    record = None if reevaluate or reason is not None else _reusable_report(state_file, folder)
+    if record is not None:
+        return {**record, "trained": False, "evaluated": False}
     method = cls.load(folder)
     report = evaluate(method, dataset, progress)
     record = {

@@ -9,7 +9,7 @@ import ssad.provenance as provenance
 import ssad.rebuild as rebuild_module
 from ssad.leaderboard import COLUMNS
 from ssad.fingerprint import CodeSource, code_fingerprint, code_only
-from ssad.rebuild import Job, Places, rebuild, summary_table
+from ssad.rebuild import Job, Places, plan, rebuild, summary_table
 
 TINY = {"size": 32, "epochs": 1, "batch_size": 4, "base_width": 4, "refine_block": 4, "refine_iterations": 2}
 
@@ -112,6 +112,18 @@ def test_rebuild_trains_then_reuses_and_resumes(places, synthetic_category):
     assert len(rows) == 1 and rows[0]["source"] == "measured" and rows[0]["epochs"] == "2"
     assert rows[0]["commit"] and rows[0]["device"] and rows[0]["category"] == "synth"
     assert "mvtec/synth" in summary_table(changed)
+
+
+def test_plan_says_what_each_job_would_do_and_does_nothing(places, synthetic_category):
+    job = Job("ssm", synthetic_category, TINY)
+    assert plan([job], places=places) == [f"{job.describe()}: train (no weights), evaluate"]
+    assert not places.weights.exists() and not places.state.exists()
+    rebuild([job], places=places, log=lambda line: None)
+    assert plan([job], places=places) == [f"{job.describe()}: reuse weights and report"]
+    assert plan([job], reevaluate=True, places=places) == [f"{job.describe()}: reuse weights, evaluate"]
+    assert plan([job], retrain=True, places=places) == [f"{job.describe()}: train (--retrain), evaluate"]
+    shutil.rmtree(places.state)
+    assert plan([job], places=places) == [f"{job.describe()}: reuse weights, evaluate"]
 
 
 def test_a_models_budget_applies_over_its_kinds(monkeypatch, synthetic_category):
