@@ -106,12 +106,12 @@ def _resolve(job: Job, places: Places) -> tuple[type[Method], AnomalyDataset, Pa
     return cls, dataset, folder, state_file, job_config(job, dataset)
 
 
-def _reusable_report(state_file: Path, folder: Path) -> dict[str, Any] | None:
-    """The job's saved record when it was made for the weights now in ``folder``, else None."""
+def _reusable_report(state_file: Path, weights_sha256: str) -> dict[str, Any] | None:
+    """The job's saved record when it was made for the weights with this checksum, else None."""
     if not state_file.is_file():
         return None
     record = json.loads(state_file.read_text())
-    return record if record.get("weights_sha256") == sha256_of(folder / WEIGHTS_FILE) else None
+    return record if record.get("weights_sha256") == weights_sha256 else None
 
 
 def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, places: Places = Places()) -> list[str]:
@@ -122,7 +122,7 @@ def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, place
         reason = "--retrain" if retrain else stale_reason(job, folder, config)
         if reason is not None:
             action = f"train ({reason}), evaluate"
-        elif reevaluate or _reusable_report(state_file, folder) is None:
+        elif reevaluate or _reusable_report(state_file, sha256_of(folder / WEIGHTS_FILE)) is None:
             action = "reuse weights, evaluate"
         else:
             action = "reuse weights and report"
@@ -139,7 +139,7 @@ def run_job(
     if reason is not None:
         cls(config).fit(dataset, progress).save(folder)
     sha = sha256_of(folder / WEIGHTS_FILE)
-    record = None if reevaluate or reason is not None else _reusable_report(state_file, folder)
+    record = None if reevaluate or reason is not None else _reusable_report(state_file, sha)
     if record is not None:
         return {**record, "trained": False, "evaluated": False}
     method = cls.load(folder)

@@ -99,13 +99,16 @@ def select(
     if unknown:
         raise SsadError(f"not {cls.display_name} config fields: {', '.join(sorted(unknown))}")
     train_part, aside = set_aside(dataset, share, seed)
+    probes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per input size: the set-aside normals and their forgeries
     results = []
     for overrides in candidate_grid(axes):
         method = cls(dataclasses.replace(base, **overrides), device)
         started = time.perf_counter()
         method.fit(train_part, progress)
-        normals = method.load_images([sample.path for sample in aside.train])
-        criterion = forgery_auroc(method, normals, forge_copies(normals, copies, seed))
+        if method.config.size not in probes:
+            normals = method.load_images([sample.path for sample in aside.train])
+            probes[method.config.size] = normals, forge_copies(normals, copies, seed)
+        criterion = forgery_auroc(method, *probes[method.config.size])
         results.append({"overrides": overrides, "forgery_auroc": round(criterion, 4), "seconds": round(time.perf_counter() - started, 1)})
     best = max(range(len(results)), key=lambda i: (results[i]["forgery_auroc"], -i))
     return {
