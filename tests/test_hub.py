@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from ssad.errors import WeightsError
-from ssad.hub import model_key, resolve_weights
+from ssad.hub import WEIGHTS_DIR, embedded_models, model_key, resolve_weights
+from ssad.methods import method_class
+from ssad.methods.base import WEIGHTS_FILE
 from ssad.methods.ssm import SSM, SSMConfig
 from ssad.result import Calibration
 
@@ -149,3 +151,15 @@ def test_download_from_hub_stand_in_then_cache(saved_model, tmp_path):
         assert SSM.load(Path(second["folder"])).state["refine_threshold"] == 0.1
     finally:
         server.shutdown()
+
+
+DEFAULT_WEIGHTS_CAP = 5_000_000  # bytes a committed default model may take
+
+
+@pytest.mark.parametrize("method_id, model", embedded_models())
+def test_every_default_model_is_small_and_loads(method_id, model):
+    """The committed defaults stay under the cap (they live in git history) and load as they are."""
+    folder = WEIGHTS_DIR / method_id / model
+    assert (folder / WEIGHTS_FILE).stat().st_size <= DEFAULT_WEIGHTS_CAP
+    method = method_class(method_id).load(folder)
+    assert method.calibration is not None and method.config.size > 0
