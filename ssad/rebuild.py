@@ -45,17 +45,6 @@ TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
     # Measured here at 2.7 s a step on one core, 100 epochs take 1.8 h on bottle and 2.3 h on pill, too
     # long for one session beside the other jobs: pill keeps the 60 epochs it was trained with.
     ("ssm", "mvtec/bottle"): {"epochs": 100},
-    # SGSF on bottle at the paper's (and DRAEM's) 256 px, so that thin defects span more than a pixel of
-    # the finest map; the size-bound settings take DRAEM's values at 256 px (Perlin 2^0..2^5 cells, a 21 px
-    # score filter) and the mask floor the same image fraction. 16 stored guidance images keep the file
-    # under 5 MB (32 at 256 px would be 6.3 MB alone). About 85 min on two threads here.
-    ("sgsf", "mvtec/bottle"): {
-        "size": 256,
-        "guidance_bank_size": 16,
-        "perlin_max_exponent": 5,
-        "min_mask_pixels": 64,
-        "score_filter": 21,
-    },
 }
 """Config overrides per (method id, dataset kind or model) so that every job trains in minutes on a 2-core
 CPU; a model's entry (``mvtec/bottle``) is applied over its kind's (``mvtec``)."""
