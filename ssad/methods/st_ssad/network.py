@@ -11,6 +11,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A strided 1x1 convolution computed as subsampling, then a stride-1 1x1 convolution.
+
+    The same weights and output as ``nn.Conv2d(in_channels, out_channels, 1, stride=stride)``. It exists
+    because oneDNN's weight gradient of the strided 1x1 convolution corrupts memory (the process aborts)
+    on channels-last inputs with 2 to 7 channels on AVX2 CPUs, as measured with torch 2.13.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__(in_channels, out_channels, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(features[:, :, :: self.subsample, :: self.subsample])
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv-BN with a (projected when the shape changes) shortcut."""
 
@@ -24,7 +40,7 @@ class BasicBlock(nn.Module):
         self.shortcut = (
             nn.Identity()
             if stride == 1 and in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+            else nn.Sequential(SubsampledPointwiseConv(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
