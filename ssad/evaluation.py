@@ -11,6 +11,7 @@ from ssad.data import AnomalyDataset
 from ssad.errors import DataError
 from ssad.methods.base import Method, Progress, no_progress
 from ssad.metrics import evaluate_scores, image_auroc
+from ssad.precision import resolve_precision
 
 
 def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_progress) -> dict[str, Any]:
@@ -48,6 +49,7 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
         **metrics,
         "n_test": len(dataset.test),
         "seconds_per_image": round(seconds / len(dataset.test), 4),
+        "precision": resolve_precision(method.config.precision, method.device),
     }
     report["per_class_auroc"] = _per_class_auroc(dataset, scores_array)
     return report

@@ -43,6 +43,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         opened = Image.open(source if isinstance(source, (str, Path)) else io.BytesIO(source))
     except (UnidentifiedImageError, ValueError):
         raise DataError(f"{name}: not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as error:  # Pillow refuses these in open, before our own size check
+        raise DataError(f"{name}: image too large ({error})") from None
     except OSError as error:
         raise DataError(f"{name}: cannot read ({error})") from None
     with opened as picture:

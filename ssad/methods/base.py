@@ -7,6 +7,7 @@ calibration, resizing maps back to the input, saving with a checksum, loading st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from ssad.data import AnomalyDataset, image_to_tensor, load_image, resize_image
 from ssad.errors import SsadError, WeightsError
+from ssad.fingerprint import scoring_fingerprint, training_fingerprint
+from ssad.precision import autocast, resolve_precision
 from ssad.provenance import provenance
 from ssad.result import AnomalyResult, Calibration, Frame
 
@@ -51,6 +54,15 @@ class MethodConfig:
     held_out_fraction: float = 0.1
     threshold_sigmas: float = 3.0
     storage_dtype: str = "float16"
+    precision: str = "auto"  # network passes: auto (bf16 where the hardware is fast at it), bf16 or fp32
+
+    scoring_fields: ClassVar[tuple[str, ...]] = ("threshold_sigmas", "precision")
+    """Fields that only score or calibrate: changing one means recalibrate, not retrain."""
+
+    def training_settings(self) -> dict[str, Any]:
+        """The fields that shape the weights, as JSON values (what a retrain would have to reproduce)."""
+        values = json.loads(json.dumps(dataclasses.asdict(self)))
+        return {name: value for name, value in values.items() if name not in self.scoring_fields}
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Method(ABC):
     def __init__(self, config: MethodConfig | None = None, device: str | torch.device = "cpu"):
         self.config = config if config is not None else self.config_class()
         self.device = torch.device(device)
+        resolve_precision(self.config.precision, self.device)  # an unknown precision fails here, not mid-training
         self.networks: nn.ModuleDict = self.build_networks().to(self.device)
         self.state: dict[str, Any] = {}
         self.calibration: Calibration | None = None
@@ -105,33 +118,70 @@ class Method(ABC):
     def infer(self, image: torch.Tensor, with_frames: bool = True) -> Inference:
         """Score one [3, size, size] image in [0, 1] on ``self.device``; called under inference mode."""
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context for this model's network passes at its configured precision.
+
+        Methods wrap only the network calls in it and cast their outputs back to fp32, so that losses,
+        maps, statistics and pictures are always computed in fp32.
+        """
+        return autocast(self.config.precision, self.device)
+
     # ------------------------------------------------------------------ training and calibration
 
     def fit(self, dataset: AnomalyDataset, progress: Progress = no_progress) -> Method:
         """Train on the dataset's normal training images and calibrate on a held-out part of them."""
         torch.manual_seed(self.config.seed)
-        samples = list(dataset.train)
-        if len(samples) < 2:
-            raise SsadError(f"{dataset.root}: at least 2 normal training images are needed, found {len(samples)}")
-        order = np.random.default_rng(self.config.seed).permutation(len(samples))
-        n_held_out = min(len(samples) - 1, max(1, round(self.config.held_out_fraction * len(samples))))
-        images = self.load_images([samples[i].path for i in order], progress)
-        data = TrainingData(train=images[n_held_out:], held_out=images[:n_held_out], dataset=dataset)
+        train_paths, held_out_paths = held_out_split(dataset, self.config)
+        images = self.load_images(held_out_paths + train_paths, progress)
+        data = TrainingData(train=images[len(held_out_paths):], held_out=images[: len(held_out_paths)], dataset=dataset)
         started = time.perf_counter()
         self.networks.train()
         log = self.train_networks(data, progress)
         self.networks.eval()
-        self.calibrate(data.held_out)
         self.info = {
             "model": dataset.name,
             "data": str(dataset.root),
             "n_train": len(data.train),
             "n_held_out": len(data.held_out),
+            "training_images_sha256": training_images_sha256(dataset),
             "train_seconds": round(time.perf_counter() - started, 1),
+            "threads": torch.get_num_threads(),
+            "train_precision": resolve_precision(self.config.precision, self.device),
             "log": log,
             **provenance(self.device),
+            "fingerprints": {"training": training_fingerprint(type(self)), "scoring": scoring_fingerprint(type(self))},
         }
+        self.calibrate(data.held_out)
         return self
+
+    def recalibrate(self, dataset: AnomalyDataset, progress: Progress = no_progress) -> Calibration:
+        """Recompute, from the held-out normals of training, everything estimated from them; weights stay as they are.
+
+        Refused when the dataset's training images are not those the model was trained on, since its
+        held-out split would then no longer be the one kept out of training.
+        """
+        recorded = self.info.get("training_images_sha256")
+        if recorded is not None and recorded != training_images_sha256(dataset):
+            raise SsadError(f"{dataset.root}: the training images differ from those this model was trained on; retrain it")
+        n_recorded = self.info.get("n_train", 0) + self.info.get("n_held_out", 0)
+        if recorded is None and n_recorded != len(dataset.train):
+            raise SsadError(
+                f"{dataset.root}: {len(dataset.train)} training images, the model was trained on {n_recorded}; retrain it"
+            )
+        _, held_out_paths = held_out_split(dataset, self.config)
+        started = time.perf_counter()
+        calibration = self.calibrate(self.load_images(held_out_paths, progress))
+        fingerprints = self.info.setdefault("fingerprints", {})
+        fingerprints["scoring"] = scoring_fingerprint(type(self))
+        self.info["calibrated"] = {**provenance(self.device), "seconds": round(time.perf_counter() - started, 1)}
+        return calibration
+
+    def adopt_scoring_settings(self, config: MethodConfig) -> None:
+        """Take the scoring-only fields of ``config`` (the rest must match the weights); recalibrate afterwards."""
+        scoring = {name: getattr(config, name) for name in self.config.scoring_fields}
+        self.config = dataclasses.replace(self.config, **scoring)
+        resolve_precision(self.config.precision, self.device)
+        self.on_loaded()
 
     def load_images(self, paths: list[Path], progress: Progress = no_progress) -> torch.Tensor:
         """Decode and resize images to the method's input size as one [N, 3, size, size] tensor."""
@@ -141,10 +191,14 @@ class Method(ABC):
             progress(done, len(paths), "loading images")
         return torch.stack(tensors)
 
+    def fit_scoring(self, normal_images: torch.Tensor) -> None:
+        """Hook: estimate a method's own score statistics from held-out normals, before the calibration."""
+
     @torch.inference_mode()
     def calibrate(self, normal_images: torch.Tensor) -> Calibration:
         """Store the score statistics of normal images that were not trained on."""
         self.networks.eval()
+        self.fit_scoring(normal_images)
         inferences = [self.infer(image.to(self.device), with_frames=False) for image in normal_images]
         scores = np.array([inference.score for inference in inferences])
         maps = torch.stack([inference.anomaly_map for inference in inferences]).float().cpu().numpy()
@@ -196,6 +250,11 @@ class Method(ABC):
             for name, t in self.networks.state_dict().items()
         }
         save_file(tensors, folder / WEIGHTS_FILE, metadata={"method": self.id, "format": str(FORMAT_VERSION)})
+        return self.save_config(folder)
+
+    def save_config(self, folder: str | Path) -> Path:
+        """Write ``config.json`` beside an existing weights file (after a recalibration), with that file's sha256."""
+        folder = Path(folder)
         description = {**self.describe(), "weights_sha256": sha256_of(folder / WEIGHTS_FILE)}
         (folder / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
         return folder
@@ -261,3 +320,23 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(description, dict) or "method" not in description or "config" not in description:
         raise WeightsError(f"{path}: not an ssad config (no 'method' and 'config')")
     return description
+
+
+def held_out_split(dataset: AnomalyDataset, config: MethodConfig) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) image paths: a seeded share of the normals is kept out of training to calibrate."""
+    samples = list(dataset.train)
+    if len(samples) < 2:
+        raise SsadError(f"{dataset.root}: at least 2 normal training images are needed, found {len(samples)}")
+    order = np.random.default_rng(config.seed).permutation(len(samples))
+    n_held_out = min(len(samples) - 1, max(1, round(config.held_out_fraction * len(samples))))
+    paths = [samples[i].path for i in order]
+    return paths[n_held_out:], paths[:n_held_out]
+
+
+def training_images_sha256(dataset: AnomalyDataset) -> str:
+    """sha256 over the names and bytes of the dataset's normal training images, so a changed training set is seen."""
+    digest = hashlib.sha256()
+    for sample in dataset.train:
+        digest.update(f"{sample.path.relative_to(dataset.root)}\0".encode())
+        digest.update(sha256_of(sample.path).encode())
+    return digest.hexdigest()

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -92,6 +92,8 @@ class SGSFConfig(MethodConfig):
     side_weight: float = 0.5
     head_prior: float = 0.05  # initial anomaly probability of every pixel (not in the paper)
     score_filter: int = 9
+
+    scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("score_filter",)
 
     def __post_init__(self) -> None:
         if self.saliency not in SALIENCY_MODES:
@@ -165,8 +167,8 @@ class SGSF(Method):
         network = self.networks["reconstruction"]
 
         def batch_loss(indices: torch.Tensor) -> torch.Tensor:
-            images = train[indices].to(self.device).contiguous(memory_format=torch.channels_last)
-            reconstruction, _ = network(images)
+            images = train[indices].to(self.device)
+            reconstruction, _ = self._reconstruct(images)
             return F.mse_loss(reconstruction, images) + cfg.ssim_weight * (1 - ssim(reconstruction, images))
 
         return self._train_stage(network, cfg.recon_epochs, len(train), batch_loss, generator, progress, "reconstruction")
@@ -191,8 +193,7 @@ class SGSF(Method):
             pick = torch.randint(slots.shape[1], (len(indices),), generator=generator)
             chosen = slots.cpu()[torch.arange(len(indices)), pick]
             guidance = [level[chosen.to(self.device)] for level in bank_guidance]
-            logits = network(inputs.contiguous(memory_format=torch.channels_last), guidance)
-            return self._segmentation_loss(logits, masks)
+            return self._segmentation_loss(self._segment(inputs, guidance), masks)
 
         return self._train_stage(network, cfg.epochs, len(train), batch_loss, generator, progress, "segmentation")
 
@@ -203,10 +204,21 @@ class SGSF(Method):
         sides = [focal_loss(side, F.adaptive_avg_pool2d(masks, side.shape[-2:]), cfg.focal_gamma) for side in logits[:-1]]
         return final + cfg.side_weight * torch.stack(sides).mean()
 
+    def _reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The reconstruction network's output and decoder features, run at the model's precision, in fp32."""
+        with self.autocast():
+            reconstruction, features = self.networks["reconstruction"](images.contiguous(memory_format=torch.channels_last))
+        return reconstruction.float(), [feature.float() for feature in features]
+
+    def _segment(self, images: torch.Tensor, guidance: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Segmentation logits at every decoder level, run at the model's precision, in fp32."""
+        with self.autocast():
+            logits = self.networks["segmentation"](images.contiguous(memory_format=torch.channels_last), guidance)
+        return [level.float() for level in logits]
+
     def _guidance(self, guide_images: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale decoder features of the reconstruction network for [B, 3, S, S] normal images."""
-        _, features = self.networks["reconstruction"](guide_images.contiguous(memory_format=torch.channels_last))
-        return features
+        return self._reconstruct(guide_images)[1]
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         return F.interpolate(logits, size=(self.config.size, self.config.size), mode="bilinear", align_corners=False)
@@ -218,7 +230,7 @@ class SGSF(Method):
         bank: GuidanceBank = self.networks["bank"]
         slots, similarities = bank.contrast_sets(image[None], cfg.contrast_set_size)
         guide_image = bank.pixels(slots[0, :1]).to(self.device)
-        logits = self.networks["segmentation"](image[None].contiguous(memory_format=torch.channels_last), self._guidance(guide_image))
+        logits = self._segment(image[None], self._guidance(guide_image))
         anomaly_map = torch.sigmoid(self._upsample(logits[-1]))
         score = float(box_filter(anomaly_map, cfg.score_filter).max())
         extras = {"guidance": guide_image[0].permute(1, 2, 0).cpu().numpy(), "guidance_similarity": float(similarities[0, 0])}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,6 +65,11 @@ class SSMConfig(MethodConfig):
     refine_quantile: float = 0.99
     smoothing_sigma: float = 7.0
     inference_seed: int = 8
+
+    scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + (
+        "refine_iterations", "refine_block", "refine_ratio", "refine_threshold", "refine_quantile", "smoothing_sigma",
+        "inference_seed",
+    )
 
 
 class SSM(Method):
@@ -112,7 +117,6 @@ class SSM(Method):
                 done = epoch * steps_per_epoch + step + 1
                 progress(done, total, f"epoch {epoch + 1}/{cfg.epochs} loss {running / (step + 1):.4f}")
             epoch_losses.append(round(running / steps_per_epoch, 5))
-        self._fit_score_statistics(data.held_out)
         return {"epoch_loss": epoch_losses, "steps": total}
 
     def _inpainting_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -135,15 +139,14 @@ class SSM(Method):
         n_masks, batch = masks.shape[0], images.shape[0]
         masked = (images[None] * masks[:, None]).flatten(0, 1)
         mask_input = masks[:, None].expand(-1, batch, -1, -1, -1).flatten(0, 1)
-        outputs = self.networks["unet"](
-            masked.contiguous(memory_format=torch.channels_last), mask_input.contiguous(memory_format=torch.channels_last)
-        )
-        return outputs.view(n_masks, batch, *outputs.shape[1:])
+        with self.autocast():
+            outputs = self.networks["unet"](
+                masked.contiguous(memory_format=torch.channels_last), mask_input.contiguous(memory_format=torch.channels_last)
+            )
+        return outputs.float().view(n_masks, batch, *outputs.shape[1:])
 
-    @torch.inference_mode()
-    def _fit_score_statistics(self, held_out: torch.Tensor) -> None:
+    def fit_scoring(self, held_out: torch.Tensor) -> None:
         """Learn the normal spread of the two score terms and, unless fixed, the refinement threshold."""
-        self.networks.eval()
         cfg = self.config
         if cfg.refine_threshold is None:
             first_maps = [self._refine(image.to(self.device), iterations=1)[0][-1]["map"] for image in held_out]

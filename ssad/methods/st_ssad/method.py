@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -107,6 +107,8 @@ class STSSADConfig(MethodConfig):
     pixel_map: str = "feature-map Mahalanobis per position of detector stages (beyond the paper)"
     recorded_steps: int = 10
     thumbnail_size: int = 64
+
+    scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("map_sigma", "pixel_map")
 
 
 class ScoringState(nn.Module):
@@ -245,15 +247,15 @@ class STSSAD(Method):
     ) -> float:
         """One BCE step on a batch of jittered normals (label 0) and their augmented copies (label 1)."""
         cfg = self.config
-        detector = self.networks["detector"].train()
+        self.networks["detector"].train()
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
         normals = _colour_jitter(_batch(train, cfg.batch_size, generator), cfg.jitter, generator)
         with torch.no_grad():
             augmented = self.networks["augmentation"](normals, generator)
-        images = torch.cat([normals, augmented]).contiguous(memory_format=torch.channels_last)
+        images = torch.cat([normals, augmented])
         labels = torch.cat([torch.zeros(len(normals)), torch.ones(len(augmented))]).to(self.device)
-        _, logits, _ = detector(images)
+        _, logits, _ = self._detect(images)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -270,12 +272,10 @@ class STSSAD(Method):
         try:
             normals = _batch(train, cfg.validation_batch, generator)
             with torch.no_grad():
-                normal_embeddings = detector(normals.contiguous(memory_format=torch.channels_last))[0]
-                validation_embeddings = detector(
-                    _batch(validation, cfg.validation_batch, generator).contiguous(memory_format=torch.channels_last)
-                )[0]
+                normal_embeddings = self._detect(normals)[0]
+                validation_embeddings = self._detect(_batch(validation, cfg.validation_batch, generator))[0]
             augmented = self.networks["augmentation"](normals, generator)
-            augmented_embeddings = detector(augmented.contiguous(memory_format=torch.channels_last))[0]
+            augmented_embeddings = self._detect(augmented)[0]
             loss = mean_distance_loss(normal_embeddings, augmented_embeddings, validation_embeddings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,10 +287,8 @@ class STSSAD(Method):
     @torch.no_grad()
     def _score_variance(self, validation: torch.Tensor) -> float:
         """Variance of the predicted anomaly probability over the validation images (the init heuristic)."""
-        detector = self.networks["detector"].eval()
-        probabilities = torch.cat(
-            [torch.sigmoid(detector(chunk.contiguous(memory_format=torch.channels_last))[1]) for chunk in validation.split(64)]
-        )
+        self.networks["detector"].eval()
+        probabilities = torch.cat([torch.sigmoid(self._detect(chunk)[1]) for chunk in validation.split(64)])
         return float(probabilities.var()) if len(probabilities) > 1 else 0.0
 
     @torch.no_grad()
@@ -306,10 +304,10 @@ class STSSAD(Method):
     @torch.no_grad()
     def _fit_gaussians(self, train: torch.Tensor) -> None:
         """Gaussians of the clean training normals: pooled features, and feature maps per position."""
-        detector = self.networks["detector"].eval()
+        self.networks["detector"].eval()
         pooled, maps = [], []
         for chunk in train.split(32):
-            stage_maps = detector(chunk.contiguous(memory_format=torch.channels_last))[2]
+            stage_maps = self._detect(chunk)[2]
             pooled.append(self._pooled_features(stage_maps))
             maps.append(self._map_features(stage_maps))
         scoring = self.networks["scoring"]
@@ -317,6 +315,12 @@ class STSSAD(Method):
         features = torch.cat(maps)  # [N, g, g, C]
         scoring.map_mean[:] = features.mean(dim=0)
         _, scoring.map_whitener[:] = fit_gaussian((features - scoring.map_mean).flatten(0, 2))
+
+    def _detect(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The detector's embedding, logit and stage maps for a batch, run at the model's precision, returned in fp32."""
+        with self.autocast():
+            embedding, logit, stage_maps = self.networks["detector"](images.contiguous(memory_format=torch.channels_last))
+        return embedding.float(), logit.float(), [stage.float() for stage in stage_maps]
 
     def _pooled_features(self, stage_maps: list[torch.Tensor]) -> torch.Tensor:
         """The scored representation: the ``score_stages`` maps, each averaged and L2-normalised, concatenated."""
@@ -333,7 +337,7 @@ class STSSAD(Method):
     def infer(self, image: torch.Tensor, with_frames: bool = True) -> Inference:
         cfg = self.config
         scoring = self.networks["scoring"]
-        _, logit, stage_maps = self.networks["detector"](image[None].contiguous(memory_format=torch.channels_last))
+        _, logit, stage_maps = self._detect(image[None])
         score = mahalanobis(self._pooled_features(stage_maps), scoring.feature_mean, scoring.feature_whitener)[0]
         features = self._map_features(stage_maps)[0]
         distances = mahalanobis(features - scoring.map_mean, torch.zeros_like(scoring.map_mean[0, 0]), scoring.map_whitener)
