@@ -21,7 +21,7 @@ RESULTS_FILE = REPO_ROOT / "leaderboard" / "results.csv"
 
 COLUMNS = [
     "method", "dataset", "category", "metric", "value", "source", "reference",
-    "resolution", "epochs", "train_minutes", "device", "commit", "date", "note",
+    "resolution", "precision", "epochs", "train_minutes", "device", "commit", "date", "note",
 ]
 METRICS = {
     "image_auroc": "Image AUROC",
@@ -43,7 +43,7 @@ CATEGORY_LABELS = {
     "retina-official": "OCT2017 official split",
 }
 MEAN = "mean"
-MEASURED_FIELDS = ("resolution", "epochs", "train_minutes", "device", "commit", "date")
+MEASURED_FIELDS = ("resolution", "precision", "epochs", "train_minutes", "device", "commit", "date")
 SOURCES = ("measured", "reported")
 
 
@@ -231,6 +231,7 @@ def measured_rows(report: dict[str, Any], info: dict[str, Any], config: dict[str
                 "source": "measured",
                 "reference": "",
                 "resolution": config.get("size"),
+                "precision": _precision_note(info.get("train_precision", "fp32"), report.get("precision", "fp32")),
                 "epochs": config.get("epochs"),
                 "train_minutes": round(info.get("train_seconds", 0) / 60, 1),
                 "device": info.get("device"),
@@ -240,6 +241,11 @@ def measured_rows(report: dict[str, Any], info: dict[str, Any], config: dict[str
             }
         )
     return rows
+
+
+def _precision_note(trained: str, evaluated: str) -> str:
+    """``fp32`` when training and evaluation ran at one precision, else ``bf16 train, fp32 eval``."""
+    return trained if trained == evaluated else f"{trained} train, {evaluated} eval"
 
 
 def write_measured(rows: list[dict[str, Any]], path: Path = RESULTS_FILE) -> None:

@@ -1,11 +1,12 @@
 """Rebuild the measured leaderboard: train (or reuse) and evaluate every method on every dataset given.
 
-Each (method, dataset) job is independent: it trains into ``weights/<method>/<model>`` unless the weights
-there are current, evaluates them, and keeps its report in ``runs/rebuild/``. Weights are current when
-their config equals what the job would train now and the code that trained them (the method's package
-and every definition it reaches in ``ssad``; see ``ssad.fingerprint``) is unchanged since the commit
-recorded in them. A job whose report exists for the same weights is not evaluated again,
-so an interrupted rebuild resumes where it stopped. With ``jobs > 1`` the jobs run in parallel processes.
+Each (method, dataset) job is independent and does the cheapest step that makes its model current:
+it trains into ``weights/<method>/<model>`` when what shaped the weights changed (the training settings
+of the config, the training images, or the training code: see ``ssad.fingerprint``), recalibrates the
+weights as they are when only scoring settings or scoring code changed, then evaluates and keeps its
+report in ``runs/rebuild/``. A job whose report exists for the same weights and calibration is not
+evaluated again, so an interrupted rebuild resumes where it stopped. With ``jobs > 1`` the jobs run in
+parallel processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,8 +27,10 @@ from ssad.evaluation import evaluate
 from ssad.hub import WEIGHTS_DIR
 from ssad.leaderboard import RESULTS_FILE, measured_rows, write_measured
 from ssad.methods import METHODS, Method, method_class
-from ssad.methods.base import CONFIG_FILE, Progress, no_progress, read_config, sha256_of, WEIGHTS_FILE
-from ssad.fingerprint import code_fingerprint
+from ssad.methods.base import (
+    CONFIG_FILE, WEIGHTS_FILE, MethodConfig, Progress, no_progress, read_config, sha256_of, training_images_sha256,
+)
+from ssad.fingerprint import SOURCE_ROOT, CodeSource, scoring_fingerprint, training_fingerprint
 from ssad.provenance import REPO_ROOT
 
 STATE_DIR = REPO_ROOT / "runs" / "rebuild"
@@ -52,11 +55,12 @@ CPU; a model's entry (``mvtec/bottle``) is applied over its kind's (``mvtec``)."
 
 @dataclass(frozen=True)
 class Places:
-    """Where a rebuild reads and writes: weights, per-job reports, the results table."""
+    """Where a rebuild reads and writes (weights, per-job reports, the results table) and the code it fingerprints."""
 
     weights: Path = WEIGHTS_DIR
     state: Path = STATE_DIR
     results: Path = RESULTS_FILE
+    code: Path = SOURCE_ROOT
 
 
 @dataclass(frozen=True)
@@ -78,23 +82,44 @@ def job_config(job: Job, dataset: AnomalyDataset) -> Any:
     return dataclasses.replace(cls.config_class(), **{**budget, **job.overrides})
 
 
-def stale_reason(job: Job, folder: Path, config: Any) -> str | None:
-    """Why the weights in ``folder`` must be trained again with ``config``, or None when they are current."""
+Step = tuple[Literal["train", "recalibrate"], str]
+"""What a model needs before it is current, and why."""
+
+
+def needed_step(cls: type[Method], folder: Path, config: MethodConfig, dataset: AnomalyDataset, code: CodeSource | None = None) -> Step | None:
+    """("train", why) when the weights in ``folder`` must be trained again with ``config``, ("recalibrate", why)
+    when they can stay and only their calibration must be redone, None when they are current."""
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
-        return "no weights"
+        return "train", "no weights"
     description = read_config(folder)
     if description.get("weights_sha256") != sha256_of(folder / WEIGHTS_FILE):
-        return "weights file does not match its checksum"
-    if description["config"] != json.loads(json.dumps(dataclasses.asdict(config))):
-        return "config changed"
-    package = method_class(job.method).__module__.rsplit(".", 1)[0]
-    commit = (description.get("info") or {}).get("commit")
-    if not commit or commit.endswith("-dirty"):
-        return f"trained from uncommitted code ({commit})"
-    then = code_fingerprint(package, commit)
-    if then is None or then != code_fingerprint(package):
-        return f"code changed since {commit}"
+        return "train", "weights file does not match its checksum"
+    trained = cls.config_class(**description["config"])
+    changed = _changed_fields(trained.training_settings(), config.training_settings())
+    if changed:
+        return "train", f"training settings changed ({changed})"
+    info = description.get("info") or {}
+    if info.get("training_images_sha256", training_images_sha256(dataset)) != training_images_sha256(dataset):
+        return "train", "the training images changed"
+    fingerprints = info.get("fingerprints") or {}
+    if not fingerprints:
+        return "train", f"trained at {info.get('commit')}, before code fingerprints were recorded"
+    if fingerprints.get("training") != training_fingerprint(cls, code):
+        return "train", "training code changed"
+    scoring_now = {f: v for f, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if f in config.scoring_fields}
+    scoring_then = {f: v for f, v in json.loads(json.dumps(dataclasses.asdict(trained))).items() if f in trained.scoring_fields}
+    changed = _changed_fields(scoring_then, scoring_now)
+    if changed:
+        return "recalibrate", f"scoring settings changed ({changed})"
+    if fingerprints.get("scoring") != scoring_fingerprint(cls, code):
+        return "recalibrate", "scoring code changed"
     return None
+
+
+def _changed_fields(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``name old -> new`` for each field that differs, comma-separated ('' when none)."""
+    names = sorted(set(before) | set(after))
+    return ", ".join(f"{n} {before.get(n)} -> {after.get(n)}" for n in names if before.get(n) != after.get(n))
 
 
 def _resolve(job: Job, places: Places) -> tuple[type[Method], AnomalyDataset, Path, Path, Any]:
@@ -106,23 +131,34 @@ def _resolve(job: Job, places: Places) -> tuple[type[Method], AnomalyDataset, Pa
     return cls, dataset, folder, state_file, job_config(job, dataset)
 
 
-def _reusable_report(state_file: Path, weights_sha256: str) -> dict[str, Any] | None:
-    """The job's saved record when it was made for the weights with this checksum, else None."""
+def _model_checksums(folder: Path) -> dict[str, str]:
+    """The checksums that identify a model as evaluated: its weights and its config (which holds the calibration)."""
+    return {"weights_sha256": sha256_of(folder / WEIGHTS_FILE), "config_sha256": sha256_of(folder / CONFIG_FILE)}
+
+
+def _reusable_report(state_file: Path, checksums: dict[str, str]) -> dict[str, Any] | None:
+    """The job's saved record when it was made for this very model (weights and calibration), else None."""
     if not state_file.is_file():
         return None
     record = json.loads(state_file.read_text())
-    return record if record.get("weights_sha256") == weights_sha256 else None
+    return record if all(record.get(key) == value for key, value in checksums.items()) else None
+
+
+def _step(job: Job, places: Places, retrain: bool) -> tuple[type[Method], AnomalyDataset, Path, Path, Any, Step | None]:
+    """The job's resolved parts and the step its model needs (``--retrain`` forces training)."""
+    cls, dataset, folder, state_file, config = _resolve(job, places)
+    step = ("train", "--retrain") if retrain else needed_step(cls, folder, config, dataset, CodeSource(places.code))
+    return cls, dataset, folder, state_file, config, step
 
 
 def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, places: Places = Places()) -> list[str]:
     """What :func:`rebuild` would do for each job, one line each, without training or evaluating anything."""
     lines = []
     for job in jobs:
-        _, _, folder, state_file, config = _resolve(job, places)
-        reason = "--retrain" if retrain else stale_reason(job, folder, config)
-        if reason is not None:
-            action = f"train ({reason}), evaluate"
-        elif reevaluate or _reusable_report(state_file, sha256_of(folder / WEIGHTS_FILE)) is None:
+        _, _, folder, state_file, _, step = _step(job, places, retrain)
+        if step is not None:
+            action = f"{step[0]} ({step[1]}), evaluate"
+        elif reevaluate or _reusable_report(state_file, _model_checksums(folder)) is None:
             action = "reuse weights, evaluate"
         else:
             action = "reuse weights and report"
@@ -133,27 +169,30 @@ def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, place
 def run_job(
     job: Job, places: Places = Places(), retrain: bool = False, reevaluate: bool = False, progress: Progress = no_progress
 ) -> dict[str, Any]:
-    """Train if needed, evaluate if needed; returns the job's record (report, whether it trained, weights)."""
-    cls, dataset, folder, state_file, config = _resolve(job, places)
-    reason = "--retrain" if retrain else stale_reason(job, folder, config)
-    if reason is not None:
+    """Train or recalibrate if needed, evaluate if needed; returns the job's record (report, what was done, weights)."""
+    cls, dataset, folder, state_file, config, step = _step(job, places, retrain)
+    if step is not None and step[0] == "train":
         cls(config).fit(dataset, progress).save(folder)
-    sha = sha256_of(folder / WEIGHTS_FILE)
-    record = None if reevaluate or reason is not None else _reusable_report(state_file, sha)
+    elif step is not None:
+        method = cls.load(folder)
+        method.adopt_scoring_settings(config)
+        method.recalibrate(dataset, progress)
+        method.save_config(folder)
+    checksums = _model_checksums(folder)
+    record = None if reevaluate or step is not None else _reusable_report(state_file, checksums)
     if record is not None:
-        return {**record, "trained": False, "evaluated": False}
+        return {**record, "step": None, "evaluated": False}
     method = cls.load(folder)
     report = evaluate(method, dataset, progress)
     record = {
         "job": job.describe(),
         "weights": str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder),
-        "weights_sha256": sha,
+        **checksums,
         "report": report,
         "info": method.info,
         "config": dataclasses.asdict(method.config),
         "display_name": cls.display_name,
-        "trained": reason is not None,
-        "why_trained": reason,
+        "step": list(step) if step else None,
     }
     places.state.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(record, indent=2) + "\n")
@@ -194,7 +233,8 @@ def rebuild(
 
 
 def _done_line(record: dict[str, Any]) -> str:
-    action = f"trained ({record['why_trained']})" if record["trained"] else "reused weights"
+    step = record["step"]
+    action = {"train": "trained", "recalibrate": "recalibrated"}[step[0]] + f" ({step[1]})" if step else "reused weights"
     return f"{record['job']}: {action}, {'evaluated' if record['evaluated'] else 'report reused'}"
 
 

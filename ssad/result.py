@@ -50,28 +50,39 @@ class Calibration:
     pixel_threshold: float
     n_images: int
     rule: str
+    pixel_max: float | None = None
+    """The largest map value on the held-out normals; None in calibrations made before it was recorded."""
 
     @classmethod
     def from_normal_scores(
         cls, image_scores: np.ndarray, maps: np.ndarray, sigmas: float
     ) -> Calibration:
-        """Threshold = mean + ``sigmas`` std of normal image scores; likewise for the per-image map maxima.
+        """Image threshold = mean + ``sigmas`` std of normal image scores; pixel threshold likewise for the
+        per-image map maxima, but never above the largest of them.
 
-        The spread has a small floor, so that a handful of identical normal scores still gives a
-        threshold above the mean.
+        The cap keeps the pixel threshold where the map can reach: with some 20 held-out maxima, one
+        wide outlier can put mean + 3 std above anything a probability map reaches (an always-empty mask),
+        while no normal pixel seen is above the largest maximum. The spread has a small floor, so that a
+        handful of identical normal scores still gives a threshold above the mean.
         """
         image_scores = np.asarray(image_scores, dtype=np.float64)
         map_maxima = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1).max(axis=1)
         pixel_mean = float(np.mean(maps))
+        pixel_max = float(map_maxima.max())
         image_std = _floored_std(image_scores)
+        spread_threshold = float(map_maxima.mean() + sigmas * _floored_std(map_maxima))
         return cls(
             image_mean=float(image_scores.mean()),
             image_std=image_std,
             image_threshold=float(image_scores.mean() + sigmas * image_std),
             pixel_mean=pixel_mean,
-            pixel_threshold=max(float(map_maxima.mean() + sigmas * _floored_std(map_maxima)), pixel_mean + 1e-9),
+            pixel_threshold=max(min(spread_threshold, pixel_max), pixel_mean + 1e-9),
             n_images=len(image_scores),
-            rule=f"mean + {sigmas:g} std of {len(image_scores)} held-out normal training images",
+            rule=(
+                f"image: mean + {sigmas:g} std of {len(image_scores)} held-out normal training images; "
+                f"pixel: the same of their map maxima, at most the largest"
+            ),
+            pixel_max=pixel_max,
         )
 
     def calibrated_map(self, anomaly_map: np.ndarray) -> np.ndarray:

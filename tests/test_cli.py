@@ -1,4 +1,4 @@
-"""The command line: a full train -> evaluate -> predict -> bench round on synthetic data, and its errors."""
+"""The command line: a full train -> evaluate -> predict -> calibrate -> bench round on synthetic data, and its errors."""
 
 from __future__ import annotations
 
@@ -67,12 +67,49 @@ def test_predict_and_overlay(trained_folder, synthetic_category, tmp_path):
     assert overlay.stat().st_size > 0
 
 
-def test_bench_reports_medians(trained_folder):
-    done = run_cli("bench", "--method", "ssm", "--weights", str(trained_folder), "--n", "3")
+def test_bench_reports_medians_beside_fp32(trained_folder):
+    done = run_cli("bench", "--method", "ssm", "--weights", str(trained_folder), "--n", "3", "--precision", "bf16")
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout)
     assert bench["ms_per_image_median"] > 0 and bench["ms_per_image_p90"] >= bench["ms_per_image_median"]
-    assert bench["size"] == 32 and bench["device"] == "cpu"
+    assert bench["size"] == 32 and bench["device"] == "cpu" and bench["precision"] == "bf16"
+    assert bench["fp32_ms_per_image_median"] > 0
+    assert bench["speedup_over_fp32"] == round(bench["fp32_ms_per_image_median"] / bench["ms_per_image_median"], 2)
+
+
+def test_calibrate_rewrites_the_calibration_only(trained_folder, synthetic_category, tmp_path):
+    import shutil
+
+    folder = tmp_path / "w"
+    shutil.copytree(trained_folder, folder)
+    weights_before = (folder / "model.safetensors").read_bytes()
+    config = json.loads((folder / "config.json").read_text())
+    config["calibration"]["pixel_threshold"] = 1e6  # what an unreachable threshold looked like
+    (folder / "config.json").write_text(json.dumps(config))
+
+    done = run_cli("calibrate", "--method", "ssm", "--weights", str(folder), "--data", str(synthetic_category))
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    after = json.loads((folder / "config.json").read_text())
+    assert (folder / "model.safetensors").read_bytes() == weights_before
+    assert answer["weights_sha256"] == after["weights_sha256"] == config["weights_sha256"]
+    assert answer["before"]["pixel_threshold"] == 1e6
+    assert after["calibration"] == answer["after"]
+    assert after["calibration"]["pixel_threshold"] <= after["calibration"]["pixel_max"]
+    assert after["info"]["fingerprints"]["scoring"] and after["info"]["calibrated"]["seconds"] >= 0
+
+
+def test_calibrate_refuses_another_training_set(trained_folder, synthetic_category, tmp_path):
+    import shutil
+
+    data = tmp_path / "mvtec" / "synth"
+    shutil.copytree(synthetic_category, data)
+    shutil.copy(next((data / "train" / "good").glob("*.png")), data / "train" / "good" / "extra.png")
+    folder = tmp_path / "w"
+    shutil.copytree(trained_folder, folder)
+    done = run_cli("calibrate", "--method", "ssm", "--weights", str(folder), "--data", str(data))
+    assert_clear_error(done, "training images differ", "retrain")
+    assert_clear_error(run_cli("calibrate", "--method", "ssm", "--model", "mvtec/nothing"), "no weights for ssm/mvtec/nothing")
 
 
 def test_errors_are_one_line_with_exit_2(trained_folder, synthetic_category, tmp_path):

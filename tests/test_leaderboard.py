@@ -31,7 +31,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 REPORTED = dict(source="reported", reference="A paper, 2021")
-MEASURED = dict(source="measured", resolution="128", epochs="30", train_minutes="12.5", device="cpu", commit="abc", date="2026-11-24")
+MEASURED = dict(source="measured", resolution="128", precision="fp32", epochs="30", train_minutes="12.5", device="cpu", commit="abc", date="2026-11-24")
 
 
 def test_committed_table_is_valid_and_complete():

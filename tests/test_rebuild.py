@@ -1,17 +1,22 @@
-"""The leaderboard rebuild: trains once, then reuses current weights and reports; stale weights retrain."""
+"""The leaderboard rebuild: trains once, then reuses current weights and reports; a scoring change recalibrates,
+a training change retrains."""
 
 import csv
+import dataclasses
+import json
 import shutil
 
 import pytest
 
-import ssad.provenance as provenance
 import ssad.rebuild as rebuild_module
+from ssad.fingerprint import SOURCE_ROOT, CodeSource, code_only, scoring_fingerprint, training_fingerprint
 from ssad.leaderboard import COLUMNS
-from ssad.fingerprint import CodeSource, code_fingerprint, code_only
+from ssad.methods import METHODS
 from ssad.rebuild import Job, Places, plan, rebuild, summary_table
 
 TINY = {"size": 32, "epochs": 1, "batch_size": 4, "base_width": 4, "refine_block": 4, "refine_iterations": 2}
+CALIBRATION_EDIT = ("ssad/result.py", "pixel_max = float(map_maxima.max())", "pixel_max = float(map_maxima.max()) * 1.0")
+TRAINING_EDIT = ("ssad/methods/ssm/method.py", "loss.backward()", "(loss * 2).backward()")
 
 
 def test_code_only_ignores_docstrings_and_comments():
@@ -21,7 +26,7 @@ def test_code_only_ignores_docstrings_and_comments():
 
 
 class FakeSource(CodeSource):
-    """A repository held in a dict: a method package using one function of a shared module."""
+    """A repository held in a dict: a method package using functions of a shared module."""
 
     def __init__(self, files: dict[str, str]):
         super().__init__()
@@ -43,69 +48,127 @@ def used(x):
     return helper(x) + 1
 def unused(x):
     return x
+def score(x):
+    return x - 1
+"""
+TOY_METHOD = """
+from ssad.shared import used, score
+class Toy:
+    def build_networks(self):
+        return 1
+    def train_networks(self, x):
+        return self._step(used(x))
+    def fit(self, x):
+        self.calibrate(x)
+        return self.train_networks(x)
+    def _step(self, x):
+        return x + 1
+    def calibrate(self, x):
+        return self.infer(x)
+    def infer(self, x):
+        return score(x)
 """
 TOY = {
     "ssad/methods/toy/__init__.py": "from ssad.methods.toy.method import Toy\n",
-    "ssad/methods/toy/method.py": "from ssad.shared import used\nclass Toy:\n    def run(self, x):\n        return used(x)\n",
-    "ssad/shared/__init__.py": "from ssad.shared.ops import used\n",
+    "ssad/methods/toy/method.py": TOY_METHOD,
+    "ssad/shared/__init__.py": "from ssad.shared.ops import used, score\n",
     "ssad/shared/ops.py": SHARED,
 }
+Toy = type("Toy", (), {"__module__": "ssad.methods.toy.method"})
+
+
+def fingerprints(files: dict[str, str]) -> tuple[str | None, str | None]:
+    return training_fingerprint(Toy, FakeSource(files)), scoring_fingerprint(Toy, FakeSource(files))
 
 
 @pytest.mark.parametrize(
-    "edit, changes",
+    "edit, training_changes, scoring_changes",
     [
-        (lambda s: s.replace("return x\n", "return -x\n"), False),  # a function the method never reaches
-        (lambda s: s.replace("Used by the toy method.", "Reworded."), False),
-        (lambda s: s + "\ndef new_loss(x):\n    return x\n", False),
-        (lambda s: s.replace("x * SCALE", "x * SCALE * 3"), True),  # reached through used -> helper
-        (lambda s: s.replace("SCALE = 2", "SCALE = 3"), True),  # a constant reached through helper
+        (lambda s: s.replace("return x\n", "return -x\n"), False, False),  # a function the method never reaches
+        (lambda s: s.replace("Used by the toy method.", "Reworded."), False, False),
+        (lambda s: s + "\ndef new_loss(x):\n    return x\n", False, False),
+        (lambda s: s.replace("x * SCALE", "x * SCALE * 3"), True, True),  # reached through used -> helper
+        (lambda s: s.replace("SCALE = 2", "SCALE = 3"), True, True),  # a constant reached through helper
+        (lambda s: s.replace("return x - 1", "return x - 2"), False, True),  # reached from infer only
     ],
 )
-def test_fingerprint_follows_what_the_method_reaches(edit, changes):
-    before = code_fingerprint("ssad.methods.toy", code=FakeSource(TOY))
-    after = code_fingerprint("ssad.methods.toy", code=FakeSource({**TOY, "ssad/shared/ops.py": edit(SHARED)}))
-    assert before is not None and (before != after) == changes
+def test_fingerprints_follow_what_training_and_scoring_reach(edit, training_changes, scoring_changes):
+    before = fingerprints(TOY)
+    after = fingerprints({**TOY, "ssad/shared/ops.py": edit(SHARED)})
+    assert None not in before
+    assert (before[0] != after[0], before[1] != after[1]) == (training_changes, scoring_changes)
 
 
-def test_fingerprint_of_the_real_methods_and_unknown_commits():
-    for package in ("ssad.methods.ssm", "ssad.methods.sgsf", "ssad.methods.st_ssad"):
-        assert code_fingerprint(package) is not None
-        assert code_fingerprint(package, "0" * 40) is None
-        assert code_fingerprint(package, "abc-dirty") is None
+def test_training_fingerprint_follows_members_but_stops_at_scoring():
+    before = fingerprints(TOY)
+    step_changed = fingerprints({**TOY, "ssad/methods/toy/method.py": TOY_METHOD.replace("return x + 1", "return x + 2")})
+    infer_changed = fingerprints({**TOY, "ssad/methods/toy/method.py": TOY_METHOD.replace("return score(x)", "return -score(x)")})
+    assert step_changed[0] != before[0] and step_changed[1] != before[1]
+    assert infer_changed[0] == before[0] and infer_changed[1] != before[1]
 
 
 @pytest.fixture
-def places(tmp_path, monkeypatch):
+def code_copy(tmp_path):
+    """A copy of the ssad package to edit, as a working tree would be."""
+    root = tmp_path / "code"
+    shutil.copytree(SOURCE_ROOT / "ssad", root / "ssad", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def edit(root, path: str, old: str, new: str) -> None:
+    file = root / path
+    text = file.read_text()
+    assert old in text, f"{path} no longer holds {old!r}"
+    file.write_text(text.replace(old, new, 1))
+
+
+def test_real_methods_split_training_from_scoring(code_copy):
+    classes = list(METHODS.values())
+
+    def now():
+        return [(training_fingerprint(c, CodeSource(code_copy)), scoring_fingerprint(c, CodeSource(code_copy))) for c in classes]
+
+    before = now()
+    assert all(None not in pair for pair in before)
+    assert before == [(training_fingerprint(c), scoring_fingerprint(c)) for c in classes]  # the copy is the code
+    edit(code_copy, *CALIBRATION_EDIT)
+    after = now()
+    assert [a[0] for a in after] == [b[0] for b in before]  # calibration code: no method needs a retrain
+    assert all(a[1] != b[1] for a, b in zip(after, before))  # ... and every method a recalibration
+    ssm = METHODS["ssm"]
+    edit(code_copy, "ssad/methods/ssm/masks.py", "def complementary_masks(", "def unused_helper():\n    pass\n\n\ndef complementary_masks(")
+    assert training_fingerprint(ssm, CodeSource(code_copy)) == after[0][0]  # code that no training reaches
+    edit(code_copy, *TRAINING_EDIT)
+    assert training_fingerprint(ssm, CodeSource(code_copy)) != after[0][0]
+
+
+@pytest.fixture
+def places(tmp_path):
     results = tmp_path / "results.csv"
     with open(results, "w", newline="") as handle:
         csv.DictWriter(handle, fieldnames=COLUMNS).writeheader()
-    # Weights trained in a dirty working tree can never be shown current; pin the commit and the code
-    # fingerprint (tested above) so that the reuse logic (config and checksum) is what this test checks.
-    monkeypatch.setattr(provenance, "git_commit", lambda: "abc1234")
-    monkeypatch.setattr(rebuild_module, "code_fingerprint", lambda package, commit=None: "same code")
     return Places(weights=tmp_path / "weights", state=tmp_path / "state", results=results)
 
 
 def test_rebuild_trains_then_reuses_and_resumes(places, synthetic_category):
     job = Job("ssm", synthetic_category, TINY)
     first = rebuild([job], places=places, log=lambda line: None)
-    assert first[0]["trained"] and first[0]["evaluated"] and first[0]["why_trained"] == "no weights"
+    assert first[0]["step"] == ["train", "no weights"] and first[0]["evaluated"]
     weights = places.weights / "ssm" / "mvtec" / "synth" / "model.safetensors"
     sha = weights.read_bytes()
 
     second = rebuild([job], places=places, log=lambda line: None)
-    assert not second[0]["trained"] and not second[0]["evaluated"]
+    assert second[0]["step"] is None and not second[0]["evaluated"]
     assert second[0]["report"] == first[0]["report"] and weights.read_bytes() == sha
 
     # An interrupted run leaves no report: the weights are reused and only the evaluation runs again.
     shutil.rmtree(places.state)
     third = rebuild([job], places=places, log=lambda line: None)
-    assert not third[0]["trained"] and third[0]["evaluated"]
+    assert third[0]["step"] is None and third[0]["evaluated"]
     assert third[0]["report"]["image_auroc"] == pytest.approx(first[0]["report"]["image_auroc"], abs=1e-3)
 
     changed = rebuild([Job("ssm", synthetic_category, {**TINY, "epochs": 2})], places=places, log=lambda line: None)
-    assert changed[0]["trained"] and changed[0]["why_trained"] == "config changed"
+    assert changed[0]["step"] == ["train", "training settings changed (epochs 1 -> 2)"]
 
     with open(places.results, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["metric"] == "image_auroc"]
@@ -137,3 +200,41 @@ def test_a_models_budget_applies_over_its_kinds(monkeypatch, synthetic_category)
     assert (config.epochs, config.lr) == (9, 0.5)
     assert rebuild_module.job_config(Job("ssm", synthetic_category, {"epochs": 3}), dataset).epochs == 3
     assert rebuild_module.job_config(Job("sgsf", synthetic_category), dataset) == SGSFConfig()
+
+
+def test_plan_recalibrates_after_a_scoring_change_and_retrains_after_a_training_change(places, synthetic_category, code_copy):
+    places = dataclasses.replace(places, code=code_copy)
+    job = Job("ssm", synthetic_category, TINY)
+    rebuild([job], places=places, log=lambda line: None)
+    weights = places.weights / "ssm" / "mvtec" / "synth" / "model.safetensors"
+    sha = weights.read_bytes()
+    assert plan([job], places=places) == [f"{job.describe()}: reuse weights and report"]
+
+    new_setting = Job("ssm", synthetic_category, {**TINY, "refine_ratio": 0.7})
+    assert plan([new_setting], places=places) == [
+        f"{job.describe()}: recalibrate (scoring settings changed (refine_ratio 0.8 -> 0.7)), evaluate"
+    ]
+    edit(code_copy, *CALIBRATION_EDIT)
+    assert plan([job], places=places) == [f"{job.describe()}: recalibrate (scoring code changed), evaluate"]
+    recalibrated = rebuild([job], places=places, log=lambda line: None)
+    assert recalibrated[0]["step"] == ["recalibrate", "scoring code changed"] and recalibrated[0]["evaluated"]
+    assert weights.read_bytes() == sha
+
+    edit(code_copy, *TRAINING_EDIT)
+    assert plan([job], places=places) == [f"{job.describe()}: train (training code changed), evaluate"]
+
+
+def test_a_changed_training_set_and_a_model_without_fingerprints_retrain(places, synthetic_category, tmp_path):
+    data = tmp_path / "mvtec" / "synth"
+    shutil.copytree(synthetic_category, data)
+    job = Job("ssm", data, TINY)
+    rebuild([job], places=places, log=lambda line: None)
+    shutil.copy(next((data / "train" / "good").glob("*.png")), data / "train" / "good" / "extra.png")
+    assert plan([job], places=places) == [f"{job.describe()}: train (the training images changed), evaluate"]
+    (data / "train" / "good" / "extra.png").unlink()
+
+    config_file = places.weights / "ssm" / "mvtec" / "synth" / "config.json"
+    description = json.loads(config_file.read_text())
+    del description["info"]["fingerprints"]
+    config_file.write_text(json.dumps(description))
+    assert "before code fingerprints were recorded" in plan([job], places=places)[0]

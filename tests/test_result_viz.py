@@ -13,7 +13,8 @@ def test_calibration_from_normal_scores():
     cal = Calibration.from_normal_scores(scores, maps, sigmas=3.0)
     assert cal.image_threshold == 2.0 + 3 * np.std(scores)
     assert np.isclose(cal.pixel_mean, 0.2)
-    assert np.isclose(cal.pixel_threshold, 0.2 + 3 * np.std([0.1, 0.2, 0.3]))
+    assert np.isclose(cal.pixel_max, 0.3)
+    assert np.isclose(cal.pixel_threshold, min(0.2 + 3 * np.std([0.1, 0.2, 0.3]), 0.3))  # capped: 0.3, not 0.445
     assert np.allclose(cal.calibrated_map(np.array([cal.pixel_mean, cal.pixel_threshold])), [0.0, 1.0])
 
 
