@@ -28,7 +28,7 @@ from ssad.hub import WEIGHTS_DIR
 from ssad.leaderboard import RESULTS_FILE, measured_rows, write_measured
 from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import (
-    CONFIG_FILE, WEIGHTS_FILE, MethodConfig, Progress, no_progress, read_config, sha256_of, training_images_sha256,
+    CONFIG_FILE, WEIGHTS_FILE, MethodConfig, Progress, no_progress, read_config, sha256_of, training_set_change,
 )
 from ssad.fingerprint import SOURCE_ROOT, CodeSource, scoring_fingerprint, training_fingerprint
 from ssad.provenance import REPO_ROOT
@@ -99,10 +99,11 @@ def needed_step(cls: type[Method], folder: Path, config: MethodConfig, dataset: 
     if changed:
         return "train", f"training settings changed ({changed})"
     info = description.get("info") or {}
-    if info.get("training_images_sha256", training_images_sha256(dataset)) != training_images_sha256(dataset):
-        return "train", "the training images changed"
+    changed = training_set_change(info, dataset)
+    if changed:
+        return "train", changed
     fingerprints = info.get("fingerprints") or {}
-    if not fingerprints:
+    if not fingerprints.get("training"):
         return "train", f"trained at {info.get('commit')}, before code fingerprints were recorded"
     if fingerprints.get("training") != training_fingerprint(cls, code):
         return "train", "training code changed"

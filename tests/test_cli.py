@@ -108,7 +108,7 @@ def test_calibrate_refuses_another_training_set(trained_folder, synthetic_catego
     folder = tmp_path / "w"
     shutil.copytree(trained_folder, folder)
     done = run_cli("calibrate", "--method", "ssm", "--weights", str(folder), "--data", str(data))
-    assert_clear_error(done, "training images differ", "retrain")
+    assert_clear_error(done, "the training images changed", "retrain")
     assert_clear_error(run_cli("calibrate", "--method", "ssm", "--model", "mvtec/nothing"), "no weights for ssm/mvtec/nothing")
 
 

@@ -160,14 +160,9 @@ class Method(ABC):
         Refused when the dataset's training images are not those the model was trained on, since its
         held-out split would then no longer be the one kept out of training.
         """
-        recorded = self.info.get("training_images_sha256")
-        if recorded is not None and recorded != training_images_sha256(dataset):
-            raise SsadError(f"{dataset.root}: the training images differ from those this model was trained on; retrain it")
-        n_recorded = self.info.get("n_train", 0) + self.info.get("n_held_out", 0)
-        if recorded is None and n_recorded != len(dataset.train):
-            raise SsadError(
-                f"{dataset.root}: {len(dataset.train)} training images, the model was trained on {n_recorded}; retrain it"
-            )
+        changed = training_set_change(self.info, dataset)
+        if changed:
+            raise SsadError(f"{dataset.root}: {changed}; retrain it")
         _, held_out_paths = held_out_split(dataset, self.config)
         started = time.perf_counter()
         calibration = self.calibrate(self.load_images(held_out_paths, progress))
@@ -331,6 +326,20 @@ def held_out_split(dataset: AnomalyDataset, config: MethodConfig) -> tuple[list[
     n_held_out = min(len(samples) - 1, max(1, round(config.held_out_fraction * len(samples))))
     paths = [samples[i].path for i in order]
     return paths[n_held_out:], paths[:n_held_out]
+
+
+def training_set_change(info: dict[str, Any], dataset: AnomalyDataset) -> str | None:
+    """How the dataset's training images differ from those recorded in a model's ``info``, or None.
+
+    Models trained before the images' sha256 was recorded are compared by the number of images.
+    """
+    recorded = info.get("training_images_sha256")
+    if recorded is not None:
+        return None if recorded == training_images_sha256(dataset) else "the training images changed"
+    n_recorded = info.get("n_train", 0) + info.get("n_held_out", 0)
+    if n_recorded != len(dataset.train):
+        return f"the training set changed ({n_recorded} images then, {len(dataset.train)} now)"
+    return None
 
 
 def training_images_sha256(dataset: AnomalyDataset) -> str:
