@@ -93,13 +93,13 @@ def pinned_commit(repo: str, revision: str, cache_dir: Path | None = None) -> st
     The answer is also recorded as ``refs/<revision>`` in the Hub cache (the cache's own layout), so that
     a later offline process finds the files it downloaded under the same revision name.
     """
-    if COMMIT_SHA.fullmatch(revision):
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if COMMIT_SHA.fullmatch(revision) or constants.HF_HUB_OFFLINE:  # offline, nothing is asked and nothing downloaded
         return revision
     with _pin_lock:
         if (repo, revision) not in _pins:
-            from huggingface_hub import HfApi, constants
-            from huggingface_hub.file_download import repo_folder_name
-
             sha = HfApi().model_info(repo, revision=revision).sha
             if not sha or not COMMIT_SHA.fullmatch(sha):
                 raise WeightsError(f"{repo}@{revision}: the Hub answered no commit sha")
