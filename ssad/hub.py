@@ -103,9 +103,9 @@ def pinned_commit(repo: str, revision: str, cache_dir: Path | None = None) -> st
             sha = HfApi().model_info(repo, revision=revision).sha
             if not sha or not COMMIT_SHA.fullmatch(sha):
                 raise WeightsError(f"{repo}@{revision}: the Hub answered no commit sha")
-            refs = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model") / "refs"
-            refs.mkdir(parents=True, exist_ok=True)
-            (refs / revision).write_text(sha)
+            ref = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model") / "refs" / revision
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(sha)
             _pins[(repo, revision)] = sha
         return _pins[(repo, revision)]
 
