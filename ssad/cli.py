@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssad train | evaluate | predict | calibrate | bench | rebuild | select`` (see the README).
+"""Command line: ``python -m ssad train | evaluate | predict | calibrate | bench | rebuild | select | publish`` (see the README).
 
 Every user-facing problem ends as one line on stderr and exit status 2, never a traceback.
 """
@@ -261,6 +261,29 @@ def _with_precision(method: Method, precision: str) -> Method:
     return other
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from ssad.publish import chosen_models, publish, write_folder
+
+    try:
+        validate_repo_id(args.repo)
+    except HFValidationError:
+        raise SsadError(f"--repo {args.repo!r}: not a Hub repository id (OWNER/NAME)") from None
+    if args.dry_run != bool(args.out):
+        raise SsadError("--dry-run needs --out DIR, and --out is only for --dry-run")
+    models = chosen_models(args.models)
+    if args.dry_run:
+        for folder in write_folder(Path(args.out), models, args.repo):
+            print(folder)
+        return
+    try:
+        print(publish(args.repo, models, args.revision))
+    except OSError as error:  # network and Hub errors (huggingface_hub's HTTP errors are OSErrors)
+        raise SsadError(f"publish to {args.repo}@{args.revision} failed: {str(error).splitlines()[0]}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit status 2."""
 
@@ -349,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench.set_defaults(run=cmd_bench)
+
+    publish = commands.add_parser("publish", help="upload models with their model cards to a Hub repository; prints the commit sha")
+    publish.add_argument("--repo", required=True, help="Hub model repository, OWNER/NAME (created if missing)")
+    publish.add_argument("--revision", default="main", help="branch to commit to (default main)")
+    publish.add_argument("--models", nargs="+", help="method/dataset/category, e.g. ssm/mvtec/bottle (default: every model in weights/)")
+    publish.add_argument("--dry-run", action="store_true", help="only write the folder that would be uploaded")
+    publish.add_argument("--out", help="with --dry-run: the folder to write")
+    publish.set_defaults(run=cmd_publish)
     return parser
 
 

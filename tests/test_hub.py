@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from conftest import real_data
+from hub_standin import HubStandIn
 
 from ssad.data import load_image
 from ssad.errors import WeightsError
@@ -75,83 +74,77 @@ def test_missing_everywhere_offline_is_a_clear_error(tmp_path):
         resolve_weights("ssm", "mvtec/none", weights_dir=tmp_path, repo=REPO, revision=REVISION, cache_dir=tmp_path)
 
 
-class _HubStandIn(http.server.BaseHTTPRequestHandler):
-    """Answers ``/<repo>/resolve/<revision>/<path>`` like the Hub's file endpoint (HEAD and GET)."""
-
-    root: Path
-    requests: list[str] = []
-
-    def _file(self) -> Path | None:
-        prefix = f"/{REPO}/resolve/{REVISION}/"
-        if not self.path.startswith(prefix):
-            return None
-        path = self.root / self.path[len(prefix):]
-        return path if path.is_file() else None
-
-    def _answer(self, with_body: bool) -> None:
-        self.requests.append(f"{self.command} {self.path}")
-        path = self._file()
-        if path is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.end_headers()
-            return
-        body = path.read_bytes()
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{abs(hash(body))}"')
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if with_body:
-            self.wfile.write(body)
-
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(with_body=False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(with_body=True)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 RESOLVE = """
 import json, sys
 from pathlib import Path
 from ssad.hub import resolve_weights
-r = resolve_weights("ssm", "mvtec/toy", weights_dir=Path(sys.argv[1]), repo="{repo}", revision="{revision}",
-                    cache_dir=Path(sys.argv[2]))
-print(json.dumps({{"source": r.source, "folder": str(r.folder)}}))
+for line in sys.stdin:  # one model per line, resolved in this one process
+    r = resolve_weights("ssm", line.strip(), weights_dir=Path(sys.argv[1]), repo=sys.argv[3], revision=sys.argv[4],
+                        cache_dir=Path(sys.argv[2]))
+    print(json.dumps({"source": r.source, "folder": str(r.folder)}), flush=True)
 """
 
 
-def _resolve_in_subprocess(empty: Path, cache: Path, offline: bool, endpoint: str) -> dict:
-    # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, at import: a fresh interpreter is needed.
+def _resolver(empty: Path, cache: Path, offline: bool, endpoint: str) -> subprocess.Popen:
+    """A fresh interpreter resolving the models written to its stdin (huggingface_hub reads HF_* at import)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0", "HF_ENDPOINT": endpoint}
-    code = RESOLVE.format(repo=REPO, revision=REVISION)
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(empty), str(cache)],
-        capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    return subprocess.Popen(
+        [sys.executable, "-c", RESOLVE, str(empty), str(cache), REPO, REVISION],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=Path(__file__).resolve().parents[1],
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _resolve(process: subprocess.Popen, model: str) -> dict:
+    process.stdin.write(model + "\n")
+    process.stdin.flush()
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        pytest.fail(process.stderr.read()[-2000:])
+    return json.loads(line)
+
+
+def _resolve_once(empty: Path, cache: Path, offline: bool, endpoint: str, model: str = "mvtec/toy") -> dict:
+    process = _resolver(empty, cache, offline, endpoint)
+    try:
+        return _resolve(process, model)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def test_download_from_hub_stand_in_then_cache(saved_model, tmp_path):
-    handler = type("Handler", (_HubStandIn,), {"root": saved_model, "requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-        first = _resolve_in_subprocess(tmp_path / "empty", tmp_path / "cache", offline=False, endpoint=endpoint)
+    with HubStandIn(REPO, saved_model, tag=REVISION) as hub:
+        first = _resolve_once(tmp_path / "empty", tmp_path / "cache", offline=False, endpoint=hub.endpoint)
+        commit = hub.refs[REVISION]
         assert first["source"] == "hub download"
-        assert any(f"/resolve/{REVISION}/ssm/mvtec/toy/model.safetensors" in r for r in handler.requests)
-        second = _resolve_in_subprocess(tmp_path / "empty", tmp_path / "cache", offline=True, endpoint=endpoint)
-        assert second["source"] == "hub cache"
-        assert SSM.load(Path(second["folder"])).state["refine_threshold"] == 0.1
-    finally:
-        server.shutdown()
+        assert f"/snapshots/{commit}/" in first["folder"]
+        assert hub.requests.count(f"GET /api/models/{REPO}/revision/{REVISION}") == 1
+        assert f"GET /{REPO}/resolve/{commit}/ssm/mvtec/toy/model.safetensors" in hub.requests
+        assert not any(f"/resolve/{REVISION}/" in r for r in hub.requests), "files must be fetched at the commit sha"
+        second = _resolve_once(tmp_path / "empty", tmp_path / "cache", offline=True, endpoint=hub.endpoint)
+    assert second["source"] == "hub cache"
+    assert SSM.load(Path(second["folder"])).state["refine_threshold"] == 0.1
+
+
+def test_a_moving_tag_does_not_mix_commits_in_one_process(saved_model, tmp_path):
+    """The tag is resolved once: a model fetched after the tag moved still comes from the first commit."""
+    shutil.copytree(saved_model / "ssm" / "mvtec" / "toy", tmp_path / "repo" / "ssm" / "mvtec" / "toy2")
+    shutil.copytree(saved_model / "ssm" / "mvtec" / "toy", tmp_path / "repo" / "ssm" / "mvtec" / "toy")
+    with HubStandIn(REPO, tmp_path / "repo", tag=REVISION) as hub:
+        first_commit = hub.refs[REVISION]
+        process = _resolver(tmp_path / "empty", tmp_path / "cache", offline=False, endpoint=hub.endpoint)
+        try:
+            first = _resolve(process, "mvtec/toy")
+            hub.refs[REVISION] = hub.commit("main", {"NOTES.md": b"moved"})
+            second = _resolve(process, "mvtec/toy2")
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    assert first["source"] == second["source"] == "hub download"
+    assert f"/snapshots/{first_commit}/" in first["folder"] and f"/snapshots/{first_commit}/" in second["folder"]
+    assert hub.requests.count(f"GET /api/models/{REPO}/revision/{REVISION}") == 1
 
 
 DEFAULT_WEIGHTS_CAP = 5_000_000  # bytes a committed default model may take
