@@ -25,7 +25,7 @@ from ssad.hub import load_model, resolve_weights
 from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import WEIGHTS_FILE, Progress, sha256_of
 from ssad.precision import PRECISIONS, resolve_precision
-from ssad.provenance import REPO_ROOT
+from ssad.settings import CHECKOUT
 
 
 def tqdm_progress(description: str) -> tuple[Progress, Any]:
@@ -162,7 +162,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     method = cls.load(folder, _device(args.device))
     data = Path(args.data or method.info.get("data") or "")
     if not data.is_absolute() and not data.is_dir():
-        data = REPO_ROOT / data  # training records the folder as given, often relative to the checkout
+        data = CHECKOUT / data  # training records the folder as given, often relative to the checkout
     dataset = open_dataset(data)
     before = method.calibration
     progress, bar = tqdm_progress(f"calibrate {cls.id} on {dataset.name}")

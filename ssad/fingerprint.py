@@ -24,18 +24,17 @@ import hashlib
 from pathlib import Path
 from typing import Iterator
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
-"""The folder that holds the ``ssad`` package."""
+from ssad.settings import CHECKOUT
 
 TRAINING_ROOTS = ("build_networks", "train_networks", "fit")
 SCORING_ENTRY_POINTS = frozenset({"calibrate", "recalibrate", "fit_scoring", "infer", "predict"})
-BOOKKEEPING_MODULES = frozenset({"ssad.fingerprint", "ssad.provenance", "ssad.errors"})
+BOOKKEEPING_MODULES = frozenset({"ssad.fingerprint", "ssad.provenance", "ssad.errors", "ssad.settings"})
 
 
 class CodeSource:
     """The Python files below ``root`` (default: the installed ``ssad`` package's folder)."""
 
-    def __init__(self, root: Path = SOURCE_ROOT):
+    def __init__(self, root: Path = CHECKOUT):
         self.root = Path(root)
 
     def read(self, path: str) -> str | None:

@@ -22,9 +22,8 @@ import torch
 from ssad.errors import WeightsError
 from ssad.methods import Method, method_class
 from ssad.methods.base import CONFIG_FILE, WEIGHTS_FILE
-from ssad.provenance import REPO_ROOT
+from ssad.settings import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(os.environ.get("SSAD_WEIGHTS_DIR", REPO_ROOT / "weights"))
 HUB_REPO = os.environ.get("SSAD_HUB_REPO", "ssad-project/ssad-weights")
 HUB_REVISION = os.environ.get("SSAD_HUB_REVISION", "v0.1.0")
 log = logging.getLogger(__name__)

@@ -15,9 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from ssad.provenance import REPO_ROOT
+from ssad.settings import RESULTS_FILE
 
-RESULTS_FILE = REPO_ROOT / "leaderboard" / "results.csv"
 
 COLUMNS = [
     "method", "dataset", "category", "metric", "value", "source", "reference",

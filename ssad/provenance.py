@@ -5,23 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ssad.settings import CHECKOUT
+
 
 
 def git_commit() -> str | None:
     """The commit of the checked-out code (with ``-dirty`` when files are modified), or None outside git."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=10", "HEAD"],
+            ["git", "-C", str(CHECKOUT), "rev-parse", "--short=10", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "ssad"],
+            ["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=no", "--", "ssad"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

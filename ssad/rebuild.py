@@ -30,11 +30,11 @@ from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import (
     CONFIG_FILE, WEIGHTS_FILE, MethodConfig, Progress, no_progress, read_config, sha256_of, training_set_change,
 )
-from ssad.fingerprint import SOURCE_ROOT, CodeSource, scoring_fingerprint, training_fingerprint
-from ssad.provenance import REPO_ROOT
+from ssad.fingerprint import CodeSource, scoring_fingerprint, training_fingerprint
+from ssad.settings import CHECKOUT, DATA_DIR, RUNS_DIR
 
-STATE_DIR = REPO_ROOT / "runs" / "rebuild"
-DEFAULT_DATA = [REPO_ROOT.parent / "shared" / "data" / name for name in ("mvtec/bottle", "mvtec/pill", "oct/kermany")]
+STATE_DIR = RUNS_DIR / "rebuild"
+DEFAULT_DATA = [DATA_DIR / name for name in ("mvtec/bottle", "mvtec/pill", "oct/kermany")]
 
 TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
     # 900 training scans against some 200 in an MVTec category: fewer epochs for about as many steps.
@@ -60,7 +60,7 @@ class Places:
     weights: Path = WEIGHTS_DIR
     state: Path = STATE_DIR
     results: Path = RESULTS_FILE
-    code: Path = SOURCE_ROOT
+    code: Path = CHECKOUT
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def run_job(
     report = evaluate(method, dataset, progress)
     record = {
         "job": job.describe(),
-        "weights": str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder),
+        "weights": str(folder.relative_to(CHECKOUT)) if folder.is_relative_to(CHECKOUT) else str(folder),
         **checksums,
         "report": report,
         "info": method.info,

@@ -9,9 +9,10 @@ import shutil
 import pytest
 
 import ssad.rebuild as rebuild_module
-from ssad.fingerprint import SOURCE_ROOT, CodeSource, code_only, scoring_fingerprint, training_fingerprint
+from ssad.fingerprint import CodeSource, code_only, scoring_fingerprint, training_fingerprint
 from ssad.leaderboard import COLUMNS
 from ssad.methods import METHODS
+from ssad.settings import CHECKOUT
 from ssad.rebuild import Job, Places, plan, rebuild, summary_table
 
 TINY = {"size": 32, "epochs": 1, "batch_size": 4, "base_width": 4, "refine_block": 4, "refine_iterations": 2}
@@ -111,7 +112,7 @@ def test_training_fingerprint_follows_members_but_stops_at_scoring():
 def code_copy(tmp_path):
     """A copy of the ssad package to edit, as a working tree would be."""
     root = tmp_path / "code"
-    shutil.copytree(SOURCE_ROOT / "ssad", root / "ssad", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(CHECKOUT / "ssad", root / "ssad", ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
