@@ -25,9 +25,7 @@ from ssad.data import AnomalyDataset
 from ssad.errors import SsadError
 from ssad.methods import Method, MethodConfig, method_class
 from ssad.methods.base import Progress, no_progress
-from ssad.methods.sgsf.forge import forge
-from ssad.methods.sgsf.method import SGSFConfig
-from ssad.methods.sgsf.saliency import salient_regions, saliency_maps
+from ssad.methods.sgsf import SGSFConfig, forge_images
 from ssad.metrics import image_auroc
 from ssad.provenance import provenance
 
@@ -55,16 +53,7 @@ def set_aside(dataset: AnomalyDataset, share: float, seed: int) -> tuple[Anomaly
 
 def forge_copies(normals: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
     """``copies`` forged versions of each [N, 3, H, W] normal (SGSF's default forging settings), seeded."""
-    config = SGSFConfig(size=normals.shape[-1])
-    saliency = saliency_maps(normals, config.saliency)
-    regions = salient_regions(saliency)
-    generator = torch.Generator().manual_seed(seed)
-    forged = [
-        forge(normals, index, saliency[index], regions[index], config, generator)[0]
-        for _ in range(copies)
-        for index in range(len(normals))
-    ]
-    return torch.stack(forged).clamp(0, 1)
+    return forge_images(normals, SGSFConfig(size=normals.shape[-1]), torch.Generator().manual_seed(seed), copies)[0]
 
 
 def forgery_auroc(method: Method, normals: torch.Tensor, forged: torch.Tensor) -> float:

@@ -10,16 +10,15 @@ patch of another training image, recoloured, and blended with opacity ``alpha``:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ssad.errors import DataError
+from ssad.methods.sgsf.config import SGSFConfig
+from ssad.methods.sgsf.saliency import salient_regions, saliency_maps
 from ssad.nn.perlin import fractal_perlin_noise, perlin_noise
 
-if TYPE_CHECKING:
-    from ssad.methods.sgsf.method import SGSFConfig
 
 SOURCE_KINDS = ("patch", "perlin_colour", "stripes", "checkerboard")
 
@@ -173,3 +172,18 @@ def forge_batch(
         inputs.append(forged)
         masks.append(mask)
     return torch.stack(inputs), torch.stack(masks)
+
+
+def forge_images(
+    images: torch.Tensor, config: SGSFConfig, generator: torch.Generator, copies: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``copies`` forged versions of each of the [N, 3, H, W] images (patches come from the others), in order
+    copy by copy: (forged [copies * N, 3, H, W] in [0, 1], masks [copies * N, 1, H, W])."""
+    saliency = saliency_maps(images, config.saliency)
+    regions = salient_regions(saliency)
+    pairs = [
+        forge(images, index, saliency[index], regions[index], config, generator)
+        for _ in range(copies)
+        for index in range(len(images))
+    ]
+    return torch.stack([forged for forged, _ in pairs]).clamp(0, 1), torch.stack([mask for _, mask in pairs])

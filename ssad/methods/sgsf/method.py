@@ -43,9 +43,8 @@ Choices where the paper is unclear or out of reach here (no pretrained weights, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -53,51 +52,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssad.data import AnomalyDataset, image_to_tensor, load_image, open_dataset, resize_image
-from ssad.errors import DataError, SsadError
-from ssad.methods.base import Inference, Method, MethodConfig, Progress, TrainingData
-from ssad.methods.sgsf.forge import forge, forge_batch
+from ssad.errors import DataError
+from ssad.methods.base import Inference, Method, Progress, TrainingData
+from ssad.methods.sgsf.config import SGSFConfig
+from ssad.methods.sgsf.forge import forge_batch, forge_images
 from ssad.methods.sgsf.guidance import GuidanceBank, farthest_point_order, retrieval_features
 from ssad.methods.sgsf.network import GuidedSegmentationNet, ReconstructionNet
-from ssad.methods.sgsf.saliency import SALIENCY_MODES, salient_regions, saliency_maps
+from ssad.methods.sgsf.saliency import salient_regions, saliency_maps
 from ssad.nn.filters import box_filter
 from ssad.nn.losses import focal_loss, ssim
 from ssad.result import Frame, Panel
-
-
-@dataclass
-class SGSFConfig(MethodConfig):
-    """SGSF's settings; the paper's values are noted where ours differ."""
-
-    size: int = 128  # paper: 256
-    epochs: int = 200  # segmentation epochs (paper: iterations not given)
-    recon_epochs: int = 30
-    batch_size: int = 16  # paper: 16
-    lr: float = 1e-3  # paper: 1e-4
-    lr_milestones: tuple[float, ...] = (0.75, 0.9)  # paper: x0.1 at 50/70/90 % of iterations
-    widths: tuple[int, ...] = (16, 32, 64, 64)
-    saliency: str = "combined"
-    perlin_max_exponent: int = 4
-    mask_sigma_range: tuple[float, float] = (0.5, 1.5)
-    min_mask_pixels: int = 16
-    mask_max_draws: int = 50
-    opacity_range: tuple[float, float] = (0.2, 1.0)
-    source_weights: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # patch, Perlin colour, stripes, checkerboard
-    patch_zoom_range: tuple[float, float] = (0.5, 2.0)
-    forged_fraction: float = 0.75  # 3 forged : 1 normal
-    contrast_set_size: int = 4
-    guidance_bank_size: int = 32
-    retrieval_size: int = 16
-    ssim_weight: float = 1.0
-    focal_gamma: float = 2.0
-    side_weight: float = 0.5
-    head_prior: float = 0.05  # initial anomaly probability of every pixel (not in the paper)
-    score_filter: int = 9
-
-    scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("score_filter",)
-
-    def __post_init__(self) -> None:
-        if self.saliency not in SALIENCY_MODES:
-            raise SsadError(f"SGSF saliency {self.saliency!r} is not one of: {', '.join(SALIENCY_MODES)}")
 
 
 class SGSF(Method):
@@ -293,12 +257,6 @@ def forged_examples(
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(dataset.train), size=min(len(dataset.train), max(n, pool)), replace=False)
     images = torch.stack([image_to_tensor(resize_image(load_image(dataset.train[i].path), config.size)) for i in chosen])
-    saliency = saliency_maps(images, config.saliency)
-    regions = salient_regions(saliency)
-    generator = torch.Generator().manual_seed(seed)
-    examples = []
-    for index in range(n):
-        index %= len(images)
-        forged, mask = forge(images, index, saliency[index], regions[index], config, generator)
-        examples.append((forged.permute(1, 2, 0).numpy(), mask[0].numpy()))
-    return examples
+    copies = math.ceil(n / len(images))
+    forged, masks = forge_images(images, config, torch.Generator().manual_seed(seed), copies)
+    return [(forged[i].permute(1, 2, 0).numpy(), masks[i, 0].numpy()) for i in range(n)]
