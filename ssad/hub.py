@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from ssad.catalog import ModelId
 from ssad.errors import WeightsError
 from ssad.methods import Method, method_class
 from ssad.methods.base import CONFIG_FILE, WEIGHTS_FILE
@@ -43,10 +44,7 @@ class ResolvedWeights:
 
 def model_key(method_id: str, model: str) -> str:
     """The path of a model inside ``weights/`` and the Hub repo: ``ssm/mvtec/bottle``."""
-    parts = model.split("/") if isinstance(model, str) else []
-    if len(parts) != 2 or not all(part and part not in (".", "..") and part.replace("_", "").replace("-", "").isalnum() for part in parts):
-        raise WeightsError(f"model {model!r} is not of the form dataset/category (e.g. mvtec/bottle)")
-    return f"{method_id}/{model}"
+    return f"{method_id}/{ModelId.parse(model)}"
 
 
 def resolve_weights(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ssad.catalog import DATASETS as CATALOG
 from ssad.settings import RESULTS_FILE
 
 
@@ -29,18 +30,9 @@ METRICS = {
     "aupro": "AUPRO (FPR 0.3)",
     "image_f1_max": "Image F1-max",
 }
-DATASETS = {"mvtec": "MVTec AD", "oct": "Retinal-OCT"}
-CATEGORIES = {
-    "mvtec": [
-        "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-        "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-    ],
-    "oct": ["retina", "retina-official"],
-}
-CATEGORY_LABELS = {
-    "retina": "Kermany OCT, this split",
-    "retina-official": "OCT2017 official split",
-}
+DATASETS = {name: info.label for name, info in CATALOG.items()}
+CATEGORIES = {name: list(info.categories) for name, info in CATALOG.items()}
+CATEGORY_LABELS = {category: label for info in CATALOG.values() for category, label in info.category_labels.items()}
 MEAN = "mean"
 MEASURED_FIELDS = ("resolution", "precision", "epochs", "train_minutes", "device", "commit", "date")
 SOURCES = ("measured", "reported")

@@ -15,28 +15,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from ssad.catalog import DATASETS as CATALOG
 from ssad.errors import SsadError
 from ssad.hub import WEIGHTS_DIR, embedded_models, model_key
-from ssad.leaderboard import DATASETS, METRICS, Leaderboard, load_leaderboard
+from ssad.leaderboard import METRICS, Leaderboard, load_leaderboard
 from ssad.methods import method_class
 from ssad.methods.base import CONFIG_FILE, WEIGHTS_FILE
 
 CARD_FILE = "README.md"
-DATA = {
-    "mvtec": {
-        "name": "MVTec AD", "hub_id": "Voxel51/mvtec-ad", "license": "cc-by-nc-sa-4.0",
-        "credit": "MVTec AD (Bergmann et al., CVPR 2019), © MVTec Software GmbH, CC BY-NC-SA 4.0: non-commercial use "
-                  "only, and derived works under the same licence. These weights were trained on its images, so they "
-                  "carry that licence.",
-    },
-    "oct": {
-        "name": "Kermany OCT", "hub_id": None, "license": "cc-by-4.0",
-        "credit": "Retinal OCT scans of Kermany, Zhang, Goldbaum (Mendeley Data rscbjbr9sj, doi:10.17632/rscbjbr9sj.2), "
-                  "CC BY 4.0. These weights were trained on its scans and are shared under the same licence, with "
-                  "that attribution.",
-    },
-}
-"""What each dataset's weights inherit: the data's name, a Hub mirror of it, its licence and credit."""
 
 
 def chosen_models(models: list[str] | None, weights_dir: Path | None = None) -> list[tuple[str, str]]:
@@ -67,7 +53,7 @@ def eval_results(method_id: str, model: str, board: Leaderboard) -> list[EvalRes
     return [
         EvalResult(
             task_type="anomaly-detection", task_name="Image anomaly detection",
-            dataset_type=DATA[dataset]["hub_id"] or dataset, dataset_name=DATASETS[dataset], dataset_config=category,
+            dataset_type=CATALOG[dataset].hub_id or dataset, dataset_name=CATALOG[dataset].label, dataset_config=category,
             dataset_split="test", metric_type=row.metric, metric_name=METRICS[row.metric], metric_value=float(row.value),
             verified=False,
         )
@@ -80,10 +66,10 @@ def model_card(method_id: str, model: str, description: dict, board: Leaderboard
     """The card of one model: Hub metadata, measured metrics, training, configuration and loading."""
     cls = method_class(method_id)
     dataset = model.split("/")[0]
-    key, data, info = model_key(cls.id, model), DATA[dataset], description.get("info", {})
+    key, data, info = model_key(cls.id, model), CATALOG[dataset], description.get("info", {})
     results = eval_results(cls.id, model, board)
     metadata = ModelCardData(
-        library_name="ssad", license=data["license"], datasets=[data["hub_id"]] if data["hub_id"] else None,
+        library_name="ssad", license=data.license, datasets=[data.hub_id] if data.hub_id else None,
         tags=["anomaly-detection", "self-supervised", "safetensors", cls.id, dataset],
         model_name=f"ssad {cls.display_name} {model}", eval_results=results or None,
     )
@@ -94,7 +80,7 @@ def model_card(method_id: str, model: str, description: dict, board: Leaderboard
 
 # ssad · {cls.display_name} on {model}
 
-A {cls.display_name} anomaly detector trained by ssad on the normal images of {data['name']} `{model}`
+A {cls.display_name} anomaly detector trained by ssad on the normal images of {data.label} `{model}`
 only. Files: `{key}/{WEIGHTS_FILE}` (safetensors) and
 `{key}/{CONFIG_FILE}` (configuration, calibration, sha256 of the weights, provenance).
 
@@ -134,7 +120,7 @@ Or let the app fetch it: `SSAD_HUB_REPO={repo} SSAD_HUB_REVISION=<commit sha> py
 
 ## Licence
 
-{data['credit']} The ssad code is MIT.
+{data.credit} The ssad code is MIT.
 """
     return ModelCard(text)
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from conftest import real_data
 from ssad.data import MAX_PIXELS, image_to_tensor, load_image, make_synthetic_mvtec, open_dataset, resize_image
-from ssad.errors import DataError
+from ssad.catalog import DATASETS, ModelId
+from ssad.errors import DataError, WeightsError
 
 
 def encode(picture: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -157,3 +158,27 @@ def test_real_oct_split():
     assert counts == {"NORMAL": 160, "CNV": 279, "DME": 32, "DRUSEN": 32}
     scan = dataset.test[0].load_image()
     assert scan.shape[0] == 248 and (scan[..., 0] == scan[..., 1]).all()  # grey copied to RGB
+
+
+def test_the_folder_pair_names_the_model(tmp_path):
+    for parent, expected in (("kolektorsdd", "kolektorsdd/part"), ("magnetic_tile", "magnetic_tile/part"), ("elsewhere", "mvtec/part")):
+        folder = make_synthetic_mvtec(tmp_path / parent, "part", n_train=2, size=32, seed=0)
+        assert open_dataset(folder).name == expected
+    assert open_dataset(tmp_path / "kolektorsdd" / "part" / ".." / "part").name == "kolektorsdd/part"
+
+
+def test_model_ids_parse_and_print():
+    model = ModelId.parse("kolektorsdd/commutator")
+    assert (model.dataset, model.category, str(model)) == ("kolektorsdd", "commutator", "kolektorsdd/commutator")
+    for bad in ("bottle", "../etc", "mvtec/../x", "a/b/c", "mvtec/bot tle", "/bottle", None):
+        with pytest.raises(WeightsError, match="not of the form dataset/category"):
+            ModelId.parse(bad)
+
+
+@pytest.mark.parametrize(
+    "folder, n_train", [("kolektorsdd/commutator", 279), ("magnetic_tile/tile", 762)]
+)
+def test_real_kolektor_and_magnetic_tile_names(folder, n_train):
+    dataset = open_dataset(real_data(folder))
+    assert dataset.name == folder and len(dataset.train) == n_train and dataset.has_masks
+    assert dataset.dataset in DATASETS and dataset.category in DATASETS[dataset.dataset].categories

@@ -1,7 +1,8 @@
 """The three dataset layouts, told apart by their folders.
 
 * MVTec AD category: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``; model
-  ``mvtec/<folder name>``.
+  ``<parent folder>/<folder>`` when the parent names a dataset of that layout (``.../kolektorsdd/commutator``
+  is ``kolektorsdd/commutator``), else ``mvtec/<folder>``.
 * OCT2017: class folders ``NORMAL``, ``CNV``, ``DME``, ``DRUSEN`` under ``train/`` and ``test/``;
   training uses ``train/NORMAL`` only, evaluation is NORMAL against any disease; model ``oct/retina``.
   Class folders directly in the root are accepted too: ``NORMAL`` then serves for training *and* the
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssad.catalog import CUSTOM, MVTEC_LAYOUT_DATASETS, OCT_MODEL, ModelId
 from ssad.data.images import load_image, load_mask
 from ssad.errors import DataError
 
@@ -58,7 +60,7 @@ class AnomalyDataset:
     @property
     def name(self) -> str:
         """The model this folder maps to: ``mvtec/bottle``, ``oct/retina``, ``custom/<folder>``."""
-        return f"{self.dataset}/{self.category}"
+        return str(ModelId(self.dataset, self.category))
 
     @property
     def has_masks(self) -> bool:
@@ -88,7 +90,8 @@ def _mvtec(root: Path) -> AnomalyDataset:
                 continue
             mask = root / "ground_truth" / defect / f"{path.stem}_mask.png"
             test.append(Sample(path, 1, defect, mask if mask.is_file() else None))
-    return AnomalyDataset(root, "mvtec", root.name, train, tuple(test))
+    dataset = root.resolve().parent.name if root.resolve().parent.name in MVTEC_LAYOUT_DATASETS else "mvtec"
+    return AnomalyDataset(root, dataset, root.name, train, tuple(test))
 
 
 def _oct_samples(folder: Path) -> list[Sample]:
@@ -107,7 +110,7 @@ def _oct(root: Path) -> AnomalyDataset:
     else:
         test = _oct_samples(root)
         train = [s for s in test if s.label == 0]
-    return AnomalyDataset(root, "oct", "retina", tuple(train), tuple(test))
+    return AnomalyDataset(root, *OCT_MODEL.split("/"), tuple(train), tuple(test))
 
 
 def _is_oct(root: Path) -> bool:
@@ -124,7 +127,7 @@ def open_dataset(path: str | Path) -> AnomalyDataset:
     elif _is_oct(root):
         dataset = _oct(root)
     elif image_files(root):
-        dataset = AnomalyDataset(root, "custom", root.name, tuple(Sample(p, 0, "good") for p in image_files(root)), ())
+        dataset = AnomalyDataset(root, CUSTOM, root.name, tuple(Sample(p, 0, "good") for p in image_files(root)), ())
     else:
         raise DataError(
             f"{root}: not a dataset folder (expected an MVTec category with train/good, an OCT2017 folder "
