@@ -6,7 +6,6 @@ Every user-facing problem ends as one line on stderr and exit status 2, never a 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
@@ -148,6 +147,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _emit(payload, None)
 
 
+def _training_folder(data: str | None, method: Method) -> Path:
+    """The dataset folder given, else the one recorded with the weights (relative ones to the checkout)."""
+    folder = Path(data or method.info.get("data") or "")
+    if not folder.is_absolute() and not folder.is_dir():
+        folder = CHECKOUT / folder  # training records the folder as given, often relative to the checkout
+    return folder
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
     cls = method_class(args.method)
     if args.weights:
@@ -160,10 +167,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if not folder.is_dir():
         raise SsadError(f"--weights {folder}: no such folder")
     method = cls.load(folder, _device(args.device))
-    data = Path(args.data or method.info.get("data") or "")
-    if not data.is_absolute() and not data.is_dir():
-        data = CHECKOUT / data  # training records the folder as given, often relative to the checkout
-    dataset = open_dataset(data)
+    dataset = open_dataset(_training_folder(args.data, method))
     before = method.calibration
     progress, bar = tqdm_progress(f"calibrate {cls.id} on {dataset.name}")
     try:
@@ -204,16 +208,21 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 def cmd_select(args: argparse.Namespace) -> None:
     from ssad.rebuild import Job, job_config
-    from ssad.selection import select
+    from ssad.selection import select, select_scoring
 
     cls = method_class(args.method)
-    dataset = open_dataset(args.data)
-    base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset)
+    axes = grid_axes(cls, args.grid)
+    trained = _load(args, args.model) if args.model or args.weights else None
+    if trained is None and not args.data:
+        raise SsadError("give --data DIR to train candidates, or --model/--weights to rank scoring settings of a trained model")
+    dataset = open_dataset(_training_folder(args.data, trained) if trained else args.data)
     progress, bar = tqdm_progress(f"select {cls.id} on {dataset.name}")
     try:
-        report = select(
-            cls.id, dataset, base, grid_axes(cls, args.grid), args.share, args.copies, args.seed, progress, _device(args.device)
-        )
+        if trained:
+            report = select_scoring(trained, dataset, axes, args.copies, args.seed, progress)
+        else:
+            base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset)
+            report = select(cls.id, dataset, base, axes, args.share, args.copies, args.seed, progress, _device(args.device))
     finally:
         bar.close()
     _emit(report, args.json)
@@ -226,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     image = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
     precision = resolve_precision(args.precision, method.device)
     settings = {"fp32": "fp32", precision: precision}  # one entry when both are fp32
-    models = {name: _with_precision(method, name) for name in settings}
+    models = {name: method.with_scoring_settings(precision=name) for name in settings}
     for model in models.values():
         for _ in range(2):
             model.predict(image)
@@ -252,13 +261,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
         },
         args.json,
     )
-
-
-def _with_precision(method: Method, precision: str) -> Method:
-    """The same loaded model, set to run its network passes at ``precision`` (a shallow copy)."""
-    other = copy.copy(method)
-    other.config = dataclasses.replace(method.config, precision=precision)
-    return other
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -352,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         "select", help="rank candidate configs without test labels: set-aside training normals against forged copies of them"
     )
     select.add_argument("--method", required=True, help=method_help)
-    select.add_argument("--data", required=True)
+    select.add_argument("--data", help="dataset folder (to train candidates; with --model/--weights, default: the recorded one)")
+    trained = select.add_mutually_exclusive_group()
+    trained.add_argument("--model", help="rank scoring settings of this trained model (dataset/category) instead of training")
+    trained.add_argument("--weights", help="rank scoring settings of the model in this folder instead of training")
     select.add_argument("--grid", action="append", required=True, metavar="KEY=[V1,V2,...]", help="values to try for a config field")
     select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed config field (over the rebuild's budget)")
     select.add_argument("--share", type=float, default=0.15, help="share of the training normals set aside")

@@ -3,56 +3,103 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ssad.data import AnomalyDataset
 from ssad.errors import DataError
 from ssad.methods.base import Method, Progress, no_progress
-from ssad.metrics import evaluate_scores, image_auroc
+from ssad.metrics import evaluate_scores, image_auroc, pixel_auroc
 from ssad.precision import resolve_precision
+
+
+@dataclass
+class _TestScores:
+    """What one pass over the test split gives: scores, maps at the masks' resolution, widths, hidden pixels."""
+
+    scores: list[float] = field(default_factory=list)
+    maps: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    hidden: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("defect", "defect_hidden", "normal", "normal_hidden"), 0))
+    seconds: float = 0.0
+
+
+def _score_test_set(method: Method, dataset: AnomalyDataset, progress: Progress, stage: str) -> _TestScores:
+    """Score every test image; tally the pixels a method's refinement still hides (``extras["hidden"]``)."""
+    out = _TestScores()
+    for done, sample in enumerate(dataset.test, 1):
+        image = sample.load_image()
+        started = time.perf_counter()
+        result = method.predict(image, with_frames=False)
+        out.seconds += time.perf_counter() - started
+        out.scores.append(result.score)
+        out.widths.append(image.shape[1])
+        mask = sample.load_mask(result.anomaly_map.shape) if dataset.has_masks else None
+        if mask is not None:
+            out.maps.append(result.anomaly_map.astype(np.float32))
+            out.masks.append(mask)
+        if "hidden" in result.extras:
+            truth = mask.astype(bool) if mask is not None else np.zeros(image.shape[:2], dtype=bool)
+            hidden = np.asarray(Image.fromarray(result.extras["hidden"]).resize(truth.shape[::-1], Image.NEAREST))
+            out.hidden["defect"] += int(truth.sum())
+            out.hidden["defect_hidden"] += int((hidden & truth).sum())
+            out.hidden["normal"] += int((~truth).sum())
+            out.hidden["normal_hidden"] += int((hidden & ~truth).sum())
+        progress(done, len(dataset.test), stage)
+    return out
 
 
 def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_progress) -> dict[str, Any]:
     """The contract's evaluation JSON: image and pixel metrics over the test split, and time per image.
 
     Maps are compared with the masks at the masks' own resolution. The AUROC of each defect type or
-    disease class against the normal test images is added under ``per_class_auroc``.
+    disease class against the normal test images is added under ``per_class_auroc``, and of each image
+    width under ``per_width_auroc`` where widths differ (OCT scans). A method with refinement (SSM) adds
+    ``refinement``: the share of defect and of normal pixels still hidden in its last round, pooled over
+    the test set, and the metrics of each of its ablations (``one_round``), recalibrated on the same
+    held-out normals.
     """
     if not dataset.test:
         raise DataError(f"{dataset.root}: no test images to evaluate")
-    scores, labels, maps, masks = [], [], [], []
-    seconds = 0.0
-    for done, sample in enumerate(dataset.test, 1):
-        image = sample.load_image()
-        started = time.perf_counter()
-        result = method.predict(image, with_frames=False)
-        seconds += time.perf_counter() - started
-        scores.append(result.score)
-        labels.append(sample.label)
-        if dataset.has_masks:
-            maps.append(result.anomaly_map.astype(np.float32))
-            masks.append(sample.load_mask(result.anomaly_map.shape))
-        progress(done, len(dataset.test), "scoring test images")
-    scores_array, labels_array = np.array(scores), np.array(labels)
-    metrics = evaluate_scores(
-        labels_array,
-        scores_array,
-        np.stack(masks) if masks else None,
-        np.stack(maps) if maps else None,
-    )
+    labels = np.array([sample.label for sample in dataset.test])
+    tested = _score_test_set(method, dataset, progress, "scoring test images")
+    scores = np.array(tested.scores)
     report: dict[str, Any] = {
         "method": method.id,
         "dataset": dataset.dataset,
         "category": dataset.category,
-        **metrics,
+        **evaluate_scores(labels, scores, np.stack(tested.masks) if tested.masks else None, np.stack(tested.maps) if tested.maps else None),
         "n_test": len(dataset.test),
-        "seconds_per_image": round(seconds / len(dataset.test), 4),
+        "seconds_per_image": round(tested.seconds / len(dataset.test), 4),
         "precision": resolve_precision(method.config.precision, method.device),
     }
-    report["per_class_auroc"] = _per_class_auroc(dataset, scores_array)
+    report["per_class_auroc"] = _per_class_auroc(dataset, scores)
+    if len(set(tested.widths)) > 1:
+        report["per_width_auroc"] = _per_group_auroc(labels, scores, np.array(tested.widths))
+    if tested.hidden["normal"]:
+        counts = tested.hidden
+        report["refinement"] = {
+            "hidden_defect_share": round(counts["defect_hidden"] / counts["defect"], 4) if counts["defect"] else None,
+            "hidden_normal_share": round(counts["normal_hidden"] / counts["normal"], 4),
+        }
+        for name, variant in method.ablations().items():
+            variant.recalibrate(dataset)
+            ablated = _score_test_set(variant, dataset, progress, f"scoring test images: {name}")
+            report["refinement"][name] = {
+                "image_auroc": image_auroc(labels, np.array(ablated.scores)),
+                "pixel_auroc": pixel_auroc(np.stack(ablated.masks), np.stack(ablated.maps)) if ablated.masks else None,
+            }
     return report
+
+
+def _per_group_auroc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """AUROC within each group (an image width, say) that holds both normal and anomalous images."""
+    values = {str(group): image_auroc(labels[groups == group], scores[groups == group]) for group in sorted(set(groups))}
+    return {group: value for group, value in values.items() if value is not None}
 
 
 def _per_class_auroc(dataset: AnomalyDataset, scores: np.ndarray) -> dict[str, float]:

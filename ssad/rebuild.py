@@ -94,7 +94,7 @@ def needed_step(cls: type[Method], folder: Path, config: MethodConfig, dataset: 
     description = read_config(folder)
     if description.get("weights_sha256") != sha256_of(folder / WEIGHTS_FILE):
         return "train", "weights file does not match its checksum"
-    trained = cls.config_class(**description["config"])
+    trained = cls.config_class.from_saved(description["config"])
     changed = _changed_fields(trained.training_settings(), config.training_settings())
     if changed:
         return "train", f"training settings changed ({changed})"

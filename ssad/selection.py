@@ -9,6 +9,10 @@ merely reward a candidate for its own pretext task. SGSF trains on exactly these
 criterion would be circular for it, and selecting SGSF this way is refused.
 
 Selection only ranks; the chosen configuration is then trained on all training images as usual.
+
+Settings that only score (SSM's refinement and colour weight, say) need no training: :func:`select_scoring`
+recalibrates a trained model once per candidate on its own held-out normals (never trained on) and judges
+it by the same forgeries, by image score and by map (pixel AUROC of the forged regions).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import torch
 from ssad.data import AnomalyDataset
 from ssad.errors import SsadError
 from ssad.methods import Method, MethodConfig, method_class
-from ssad.methods.base import Progress, no_progress
+from ssad.methods.base import Progress, held_out_split, no_progress
 from ssad.methods.sgsf import SGSFConfig, forge_images
-from ssad.metrics import image_auroc
+from ssad.metrics import image_auroc, pixel_auroc
 from ssad.provenance import provenance
 
 CIRCULAR_METHODS = frozenset({"sgsf"})
@@ -56,13 +60,65 @@ def forge_copies(normals: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
     return forge_images(normals, SGSFConfig(size=normals.shape[-1]), torch.Generator().manual_seed(seed), copies)[0]
 
 
-def forgery_auroc(method: Method, normals: torch.Tensor, forged: torch.Tensor) -> float:
-    """AUROC of a trained method's scores: set-aside normals (negatives) against their forgeries (positives)."""
+def forgery_scores(method: Method, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A trained method's image scores [N] and maps [N, H, W] (at its input size) for [N, 3, H, W] images."""
     method.networks.eval()
     with torch.inference_mode():
-        scores = [method.infer(image.to(method.device), with_frames=False).score for image in torch.cat([normals, forged])]
+        inferences = [method.infer(image.to(method.device), with_frames=False) for image in images]
+    return np.array([i.score for i in inferences]), torch.stack([i.anomaly_map.float().cpu() for i in inferences]).numpy()
+
+
+def forgery_auroc(method: Method, normals: torch.Tensor, forged: torch.Tensor) -> float:
+    """AUROC of a trained method's scores: set-aside normals (negatives) against their forgeries (positives)."""
+    scores, _ = forgery_scores(method, torch.cat([normals, forged]))
     labels = np.r_[np.zeros(len(normals)), np.ones(len(forged))]
-    return float(image_auroc(labels, np.array(scores)))
+    return float(image_auroc(labels, scores))
+
+
+def select_scoring(
+    method: Method,
+    dataset: AnomalyDataset,
+    axes: dict[str, list[Any]],
+    copies: int = 3,
+    seed: int = 0,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """Rank scoring-only settings of a trained model by the mean of two forgery AUROCs, without retraining.
+
+    Each candidate is the model with those settings, recalibrated on its held-out normals; it is judged by
+    the AUROC of its image scores (held-out normals against their forged copies) and of its maps on the
+    forged copies (forged pixels against the rest). The first candidate wins ties.
+    """
+    if method.id in CIRCULAR_METHODS:
+        raise SsadError(f"{method.display_name} trains on the forgeries this selection scores with; its criterion would be circular")
+    unknown = set(axes) - set(method.config.scoring_fields)
+    if unknown:
+        raise SsadError(
+            f"not scoring settings of {method.display_name}: {', '.join(sorted(unknown))} (they need training: use --data only)"
+        )
+    _, held_out = held_out_split(dataset, method.config)
+    normals = method.load_images(held_out)
+    forged, masks = forge_images(normals, SGSFConfig(size=normals.shape[-1]), torch.Generator().manual_seed(seed), copies)
+    labels = np.r_[np.zeros(len(normals)), np.ones(len(forged))]
+    results = []
+    for overrides in candidate_grid(axes):
+        started = time.perf_counter()
+        variant = method.with_scoring_settings(**overrides)
+        variant.recalibrate(dataset, progress)
+        scores, maps = forgery_scores(variant, torch.cat([normals, forged]))
+        by_image = float(image_auroc(labels, scores))
+        by_pixel = float(pixel_auroc(masks[:, 0].numpy() > 0.5, maps[len(normals):]))
+        results.append(
+            {
+                "overrides": overrides, "forgery_auroc": round(by_image, 4), "forgery_pixel_auroc": round(by_pixel, 4),
+                "criterion": round((by_image + by_pixel) / 2, 4), "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    best = max(range(len(results)), key=lambda i: (results[i]["criterion"], -i))
+    return {
+        "method": method.id, "model": dataset.name, "held_out": len(normals), "forged_copies": copies, "seed": seed,
+        "candidates": results, "chosen": results[best]["overrides"], **provenance(method.device),
+    }
 
 
 def select(

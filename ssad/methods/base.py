@@ -8,6 +8,7 @@ calibration, resizing maps back to the input, saving with a checksum, loading st
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -58,6 +59,13 @@ class MethodConfig:
 
     scoring_fields: ClassVar[tuple[str, ...]] = ("threshold_sigmas", "precision")
     """Fields that only score or calibrate: changing one means recalibrate, not retrain."""
+    retired_fields: ClassVar[tuple[str, ...]] = ()
+    """Scoring fields of earlier versions, ignored when a saved config is read (recalibrate such a model)."""
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> MethodConfig:
+        """The config recorded in a ``config.json``, without retired fields; TypeError when it does not fit."""
+        return cls(**{name: value for name, value in values.items() if name not in cls.retired_fields})
 
     def training_settings(self) -> dict[str, Any]:
         """The fields that shape the weights, as JSON values (what a retrain would have to reproduce)."""
@@ -171,6 +179,20 @@ class Method(ABC):
         self.info["calibrated"] = {**provenance(self.device), "seconds": round(time.perf_counter() - started, 1)}
         return calibration
 
+    def with_scoring_settings(self, **changes: Any) -> Method:
+        """A copy sharing this model's networks, with other scoring settings (recalibrate it before use)."""
+        unknown = set(changes) - set(self.config.scoring_fields)
+        if unknown:
+            raise SsadError(f"not scoring settings of {self.display_name}: {', '.join(sorted(unknown))}")
+        other = copy.copy(self)
+        other.state, other.info = copy.deepcopy(self.state), copy.deepcopy(self.info)
+        other.adopt_scoring_settings(dataclasses.replace(self.config, **changes))
+        return other
+
+    def ablations(self) -> dict[str, Method]:
+        """Variants without one of the method's mechanisms, evaluated beside it (see ``ssad.evaluation``)."""
+        return {}
+
     def adopt_scoring_settings(self, config: MethodConfig) -> None:
         """Take the scoring-only fields of ``config`` (the rest must match the weights); recalibrate afterwards."""
         scoring = {name: getattr(config, name) for name in self.config.scoring_fields}
@@ -268,7 +290,7 @@ class Method(ABC):
         if expected != sha256_of(weights_path):
             raise WeightsError(f"{weights_path}: sha256 does not match config.json (corrupt or replaced file)")
         try:
-            config = cls.config_class(**description["config"])
+            config = cls.config_class.from_saved(description["config"])
         except TypeError as error:
             raise WeightsError(f"{folder / CONFIG_FILE}: config does not fit {cls.display_name}: {error}") from None
         method = cls(config, device)
