@@ -1,13 +1,10 @@
-"""What the app does, without the web page: which models exist, one detection turned into pictures,
-and bounded training of a model for one browser session.
-
-The app (``app.py``) only wires these functions to Gradio components; everything here is plain Python
-and works for every method in the registry, so a newly registered method appears without app changes.
-"""
+"""Bounded training of a small model in one browser session: the upload checks, the one recipe, the
+progress across stages, and a self-check on held-out normals."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 import zipfile
@@ -16,229 +13,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ssad.data import load_image, open_dataset
 from ssad.data.datasets import IMAGE_SUFFIXES
-from ssad.errors import DataError, SsadError, WeightsError
-from ssad.hub import HUB_REPO, HUB_REVISION, embedded_models, load_model, resolve_weights
-from ssad.leaderboard import CATEGORIES
-from ssad.methods import METHODS, Method, method_class
+from ssad.errors import DataError, SsadError
+from ssad.methods import Method, MethodConfig, method_class
 from ssad.methods.base import Progress
-from ssad.result import AnomalyResult
-from ssad.viz import frames_to_gif, render_frame, result_overlay
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-"""Where inference and session training run: the GPU when there is one."""
-
-USUAL_MODELS = tuple(f"mvtec/{category}" for category in CATEGORIES["mvtec"]) + ("oct/retina",)
-"""Models offered even when no weights are embedded: they may come from the Hub."""
-
-MASK_LABEL = "anomalous pixels"
-ANIMATION_PANEL = 144
-"""Side of one panel in the animation GIF, in pixels (small keeps the GIF cheap to render and send)."""
-
-SessionModels = dict[tuple[str, str], Method]
-"""Models trained in one browser session, by (method id, dataset/category)."""
-
-
-def display_names() -> list[str]:
-    """Display names of every registered method (SSM, ST-SSAD, SGSF), in registry order."""
-    return [cls.display_name for cls in METHODS.values()]
-
-
-def model_choices(weights_dir: Path | None = None, session: SessionModels | None = None) -> list[str]:
-    """Models to offer: this session's own, then the embedded ones, then the usual categories."""
-    own = [model for _, model in (session or {})]
-    embedded = [model for _, model in embedded_models(weights_dir)]
-    return list(dict.fromkeys([*own, *embedded, *USUAL_MODELS]))
-
-
-def default_model(weights_dir: Path | None = None) -> str:
-    """The first embedded model (``mvtec/bottle`` when there is one), else ``mvtec/bottle``."""
-    embedded = [model for _, model in embedded_models(weights_dir)]
-    return "mvtec/bottle" if "mvtec/bottle" in embedded or not embedded else embedded[0]
-
-
-def default_method(model: str, weights_dir: Path | None = None) -> str:
-    """The first registered method with weights for ``model`` (the first method when none has)."""
-    names = display_names()
-    return next((name for name in names if availability(name, model, weights_dir).available), names[0])
-
-
-def hub_offline() -> bool:
-    """Whether huggingface_hub was started offline (``HF_HUB_OFFLINE=1``, read at its import)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether a method has weights for a model, where they are, or why not."""
-
-    method: str
-    model: str
-    source: str | None
-    detail: str
-
-    @property
-    def available(self) -> bool:
-        return self.source is not None
-
-    def describe(self) -> str:
-        """One line for the page: ``embedded (weights/ssm/mvtec/bottle)`` or the reason it is missing."""
-        return f"{self.source} ({self.detail})" if self.available else f"unavailable: {self.detail}"
-
-
-def availability(
-    method_name: str, model: str, weights_dir: Path | None = None, session: SessionModels | None = None
-) -> Availability:
-    """Where a model's weights come from, or why they cannot be used; never downloads anything."""
-    cls = method_class(method_name)
-    if (cls.id, model) in (session or {}):
-        return Availability(cls.display_name, model, "trained in this session", "kept in your browser session only")
-    try:
-        resolved = resolve_weights(cls.id, model, weights_dir=weights_dir, allow_download=False)
-    except WeightsError as error:
-        reason = str(error) if hub_offline() else f"{error}; it will be fetched from {HUB_REPO}@{HUB_REVISION} on first use"
-        return Availability(cls.display_name, model, None, reason)
-    try:  # weights found here are loaded (once, shared): a corrupt or mismatched file shows as unavailable
-        load_model(cls.id, model, DEVICE, weights_dir)
-    except WeightsError as error:
-        return Availability(cls.display_name, model, None, str(error))
-    return Availability(cls.display_name, model, resolved.source, resolved.detail)
-
-
-def availability_table(weights_dir: Path | None = None) -> list[dict[str, str]]:
-    """Every registered method for every offered model: where its weights come from, or why they are missing."""
-    return [
-        {"method": where.method, "model": where.model, "weights": where.describe()}
-        for model in model_choices(weights_dir)
-        for where in (availability(name, model, weights_dir) for name in display_names())
-    ]
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One image scored by one model, with everything the page shows about it."""
-
-    method: str
-    model: str
-    image: np.ndarray
-    result: AnomalyResult
-    seconds: float
-    source: str
-    detail: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        """Score, threshold, label and timing as plain values (the Compare table, the API)."""
-        return {
-            "method": self.method,
-            "score": round(self.result.score, 4),
-            "threshold": round(self.result.threshold, 4),
-            "label": self.result.label,
-            "seconds": round(self.seconds, 3),
-            "weights": f"{self.source} ({self.detail})",
-        }
-
-
-def get_model(
-    method_name: str, model: str, weights_dir: Path | None = None, session: SessionModels | None = None
-) -> tuple[Method, str, str]:
-    """The loaded model with where it came from: this session's own, or resolved by ``ssad.hub``."""
-    cls = method_class(method_name)
-    if (cls.id, model) in (session or {}):
-        return session[(cls.id, model)], "trained in this session", "kept in your browser session only"
-    method, resolved = load_model(cls.id, model, DEVICE, weights_dir)
-    return method, resolved.source, resolved.detail
-
-
-def detect(
-    image: Any, method_name: str, model: str, weights_dir: Path | None = None, session: SessionModels | None = None,
-    with_frames: bool = True,
-) -> Detection:
-    """Score one image (path, bytes or array) with one model; the wall time covers decoding and inference."""
-    if image is None:
-        raise DataError("no image: upload one or pick an example")
-    method, source, detail = get_model(method_name, model, weights_dir, session)
-    started = time.perf_counter()
-    pixels = load_image(image)
-    result = method.predict(pixels, with_frames=with_frames)
-    seconds = time.perf_counter() - started
-    config = {"method": method.id, "config": dataclasses.asdict(method.config), "calibration": result.calibration.to_dict()}
-    return Detection(method.display_name, model, pixels, result, seconds, source, detail, config)
-
-
-# ---------------------------------------------------------------------- pictures of a detection
-
-
-def overlay(detection: Detection) -> np.ndarray:
-    """The calibrated heat-map overlay with its colour bar."""
-    return result_overlay(detection.image, detection.result)
-
-
-def mask_annotation(detection: Detection, sensitivity: float = 1.0) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
-    """The image and its thresholded mask, as ``gr.AnnotatedImage`` takes them; no network is run."""
-    mask = detection.result.mask(sensitivity).astype(np.float32)
-    return detection.image, [(mask, MASK_LABEL)]
-
-
-def mask_share(detection: Detection, sensitivity: float = 1.0) -> float:
-    """Fraction of the image's pixels in the mask."""
-    return float(detection.result.mask(sensitivity).mean())
-
-
-def reconstruction_pair(detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
-    """(input, reconstruction at the input's size) when the method reconstructs the image, else None."""
-    reconstruction = detection.result.extras.get("reconstruction")
-    if reconstruction is None:
-        return None
-    pixels = (np.clip(reconstruction, 0, 1) * 255).round().astype(np.uint8)
-    height, width = detection.image.shape[:2]
-    resized = np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
-    return detection.image, resized
-
-
-def animation(detection: Detection, folder: Path) -> Path | None:
-    """The method's frames as an animated GIF in ``folder`` (None for a method without frames)."""
-    if not detection.result.frames:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{detection.method}-{time.time_ns()}.gif"
-    return frames_to_gif(detection.result.frames, detection.result.calibration, path, panel_size=ANIMATION_PANEL)
-
-
-def frame_picture(detection: Detection, index: int) -> np.ndarray | None:
-    """One frame of the animation, larger than in the GIF, for the frame slider."""
-    frames = detection.result.frames
-    if not frames:
-        return None
-    return render_frame(frames[min(max(int(index), 0), len(frames) - 1)], detection.result.calibration)
-
-
-# ---------------------------------------------------------------------- training a session model
+from ssad.service.models import SessionModels, current_device
 
 
 @dataclass(frozen=True)
 class TrainingLimits:
-    """Bounds that keep on-the-spot training from taking the server down."""
+    """Bounds that keep on-the-spot training from taking the server down, and what makes its model trustworthy."""
 
     min_images: int = 4
     max_images: int = 32
     max_pixels_per_image: int = 4_000_000
     max_upload_bytes: int = 50_000_000
     max_seconds: float = 180.0
-    size: int = 64
-    target_steps: int = 48  # optimiser steps aimed at, whatever the number of images
-    min_epochs: int = 4
-    max_epochs: int = 24
-    batch_size: int = 4
-    held_out_fraction: float = 0.25
+    min_calibration_images: int = 8  # fewer held-out normals make the threshold unreliable (a warning says so)
     max_session_models: int = 3
+    step_scale: float = field(default_factory=lambda: float(os.environ.get("SSAD_SESSION_STEP_SCALE", "1")))
+    """Multiplies the recipe's target steps (tests of the wiring set ``SSAD_SESSION_STEP_SCALE`` small)."""
+
+
+SESSION_RECIPE: dict[str, dict[str, Any]] = {
+    "ssm": {"size": 128, "batch_size": 4, "target_steps": 240, "lr": 1e-3},
+    "sgsf": {"size": 128, "batch_size": 8, "target_steps": 360, "recon_share": 0.15},
+    "st-ssad": {"size": 128, "batch_size": 32, "target_steps": 160},
+}
+"""Session training, per method: input size, batch, optimiser steps aimed at whatever the number of images
+(``recon_share``: SGSF's reconstruction stage as a share of its segmentation steps), other config fields.
+Sized so that 16 bottle images train within ``TrainingLimits.max_seconds`` on 2 shared CPU cores."""
 
 
 def _safe_name(name: str) -> str:
@@ -295,41 +102,114 @@ def collect_training_images(uploads: list[str | Path], folder: Path, limits: Tra
     return folder
 
 
-def training_config(method_name: str, n_images: int, limits: TrainingLimits = TrainingLimits()):
-    """The method's own defaults with the small input size and batch of on-the-spot training, and as many
-    epochs (within bounds) as give about ``limits.target_steps`` optimiser steps on ``n_images`` images."""
+def held_out_count(n_images: int, limits: TrainingLimits = TrainingLimits()) -> int:
+    """Normals kept out of training to calibrate on: ``min_calibration_images``, but never more than half."""
+    return max(1, min(n_images // 2, max(limits.min_calibration_images, round(0.25 * n_images))))
+
+
+def training_config(method_name: str, n_images: int, limits: TrainingLimits = TrainingLimits()) -> MethodConfig:
+    """The method's defaults with the session recipe, and as many epochs as give its target steps on ``n_images``."""
     cls = method_class(method_name)
-    n_train = n_images - max(1, round(limits.held_out_fraction * n_images))
-    steps_per_epoch = max(1, -(-n_train // limits.batch_size))
-    epochs = min(max(-(-limits.target_steps // steps_per_epoch), limits.min_epochs), limits.max_epochs)
-    return dataclasses.replace(
-        cls.config_class(), size=limits.size, epochs=epochs, batch_size=limits.batch_size,
-        held_out_fraction=limits.held_out_fraction,
-    )
+    recipe = dict(SESSION_RECIPE[cls.id])
+    target_steps, recon_share = recipe.pop("target_steps"), recipe.pop("recon_share", None)
+    n_held_out = held_out_count(n_images, limits)
+    steps_per_epoch = max(1, -(-(n_images - n_held_out) // recipe["batch_size"]))
+    epochs = max(1, -(-max(1, round(target_steps * limits.step_scale)) // steps_per_epoch))
+    if recon_share is not None:
+        recipe["recon_epochs"] = max(1, round(recon_share * epochs))
+    return dataclasses.replace(cls.config_class(), **recipe, epochs=epochs, held_out_fraction=n_held_out / n_images)
+
+
+class StagedProgress:
+    """One bar across a method's stages, each filling its share of the bar in turn; it never goes back.
+
+    ``plan`` lists the stages in order as (message first words, planned size); messages of no stage
+    (loading images) leave the bar where it is.
+    """
+
+    def __init__(self, plan: list[tuple[tuple[str, ...], int]], report: Progress):
+        total = sum(size for _, size in plan)
+        starts = np.cumsum([0, *(size / total for _, size in plan)])
+        self.stages = {word: (starts[i], starts[i + 1] - starts[i]) for i, (words, _) in enumerate(plan) for word in words}
+        self.report, self.fraction = report, 0.0
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        start, share = self.stages.get(message.split(" ", 1)[0], (0.0, 0.0))
+        self.fraction = max(self.fraction, start + share * done / max(total, 1))
+        self.report(round(1000 * self.fraction), 1000, message)
+
+
+def stage_plan(config: MethodConfig) -> list[tuple[tuple[str, ...], int]]:
+    """The stages named by the first word of a method's progress messages, with their planned epochs."""
+    recon = getattr(config, "recon_epochs", None)
+    if recon is not None:  # SGSF: the reconstruction network first, then the segmenter, each counted from 0
+        return [(("reconstruction",), recon), (("segmentation",), config.epochs)]
+    return [(("epoch", "warm-up", "step"), config.epochs)]  # one counter over the whole training
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """How the fresh model treats normals it never trained on, and forged defects on them."""
+
+    n_normals: int
+    normals_below_threshold: int
+    forgery_auroc: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.normals_below_threshold} of {self.n_normals} held-out normal images score below the threshold; "
+            f"forged defects on them are told apart from the originals with AUROC {self.forgery_auroc:.2f} "
+            "(1 = always, 0.5 = chance)"
+        )
+
+
+def self_check(method: Method, dataset_folder: Path) -> SelfCheck:
+    """Score the held-out normals ``Method.fit`` calibrated on (same seeded order) and forged copies of them."""
+    from ssad.selection import forge_copies, forgery_auroc
+
+    samples = list(open_dataset(dataset_folder).train)
+    order = np.random.default_rng(method.config.seed).permutation(len(samples))
+    normals = method.load_images([samples[i].path for i in order[: method.info["n_held_out"]]])
+    threshold = method.calibration.image_threshold
+    below = sum(method.predict((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), with_frames=False).score <= threshold for image in normals)
+    return SelfCheck(len(normals), int(below), forgery_auroc(method, normals, forge_copies(normals, 1, method.config.seed)))
 
 
 def train_session_model(
     method_name: str, name: str, uploads: list[str | Path], workdir: Path,
     limits: TrainingLimits = TrainingLimits(), progress: Progress | None = None,
-) -> tuple[str, Method]:
-    """Train a small model on uploaded normal images within the limits; returns (``custom/<name>``, model).
+) -> tuple[str, Method, SelfCheck]:
+    """Train a small model on uploaded normal images within the limits, on this call's device.
 
-    Training stops with a clear error when it runs past ``limits.max_seconds``.
+    Returns (``custom/<name>``, model, self-check); stops with a clear error past ``limits.max_seconds``.
     """
     cls = method_class(method_name)
     folder = collect_training_images(uploads, workdir / _safe_name(name), limits)
     dataset = open_dataset(folder)
+    config = training_config(method_name, len(dataset.train), limits)
     deadline = time.monotonic() + limits.max_seconds
+    report = StagedProgress(stage_plan(config), progress or (lambda done, total, message: None))
 
     def bounded(done: int, total: int, message: str) -> None:
         if time.monotonic() > deadline:
             raise SsadError(f"training stopped: it ran past the limit of {limits.max_seconds:.0f} s; use fewer images")
-        if progress is not None:
-            progress(done, total, message)
+        report(done, total, message)
 
-    method = cls(training_config(method_name, len(dataset.train), limits), DEVICE).fit(dataset, bounded)
-    shutil.rmtree(folder, ignore_errors=True)
-    return dataset.name, method
+    try:
+        method = cls(config, current_device()).fit(dataset, bounded)
+        check = self_check(method, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return dataset.name, method, check
+
+
+def calibration_warning(method: Method, limits: TrainingLimits = TrainingLimits()) -> str | None:
+    """Why the model's threshold cannot be trusted, or None."""
+    n = method.info.get("n_held_out", 0)
+    if n >= limits.min_calibration_images:
+        return None
+    return (f"Only {n} held-out normal images calibrated this model (at least {limits.min_calibration_images} are "
+            f"needed): its threshold is unreliable. Upload {2 * limits.min_calibration_images} or more images.")
 
 
 def remember(session: SessionModels | None, model: str, method: Method, limits: TrainingLimits = TrainingLimits()) -> SessionModels:
@@ -337,4 +217,3 @@ def remember(session: SessionModels | None, model: str, method: Method, limits: 
     models = {key: value for key, value in (session or {}).items() if key != (method.id, model)}
     models[(method.id, model)] = method
     return dict(list(models.items())[-limits.max_session_models:])
-
