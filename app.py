@@ -88,8 +88,8 @@ class App:
                 with gr.Row():
                     score = gr.Number(label="Image score", precision=4, interactive=False, visible=False, elem_id="score")
                     label = gr.Textbox(label="Label", interactive=False, visible=False, elem_id="label")
-                overlay = gr.Image(label="Heat map (calibrated)", format="png", interactive=False, height=320)
-                mask = gr.AnnotatedImage(label="Mask", format="png", color_map={service.MASK_LABEL: "#ff1744"}, height=320, show_legend=False)
+                overlay = gr.Image(label="Heat map (calibrated)", format="png", interactive=False, height=320, elem_id="heatmap")
+                mask = gr.AnnotatedImage(label="Mask", format="png", color_map={service.MASK_LABEL: "#ff1744"}, height=320, show_legend=False, elem_id="mask")
                 sensitivity = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Sensitivity (re-thresholds the stored map; no new network run)", elem_id="sensitivity")
                 details = gr.Markdown(label="Details")
                 download = gr.File(label="Full-resolution heat map (PNG)", interactive=False, elem_id="download")
@@ -145,7 +145,7 @@ class App:
         """A collapsible gallery of thumbnails, one per (dataset, type); a click loads the image and its model."""
         thumbnails, targets = page.examples(self.workdir / "thumbnails")
         with gr.Accordion("Examples (MVTec AD test images, Kermany OCT scans)", open=True):
-            gallery = gr.Gallery(thumbnails, label="Examples", show_label=False, columns=4, height="auto",
+            gallery = gr.Gallery(thumbnails, label="Examples", show_label=False, columns=3, height="auto",
                                  allow_preview=False, elem_id=elem_id)
 
         def pick(evt: gr.SelectData):

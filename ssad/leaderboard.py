@@ -193,7 +193,7 @@ def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[s
     """Plotly grouped bars: one group per category, one bar per method and source; colour = method, hatch = reported."""
     import plotly.graph_objects as go
 
-    title = f"{DATASETS[dataset]}: {METRICS[metric]} per category (%)"
+    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
     table = results_table(board, dataset, metric, sources)
     if table.empty:
         return _empty_figure(title)
@@ -217,7 +217,7 @@ def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[s
         yaxis_title=f"{METRICS[metric]} (%)",
         legend=dict(title="method (source)", orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
         margin=dict(l=40, r=20, t=50, b=40),
-        height=420 + 22 * ((len(table) + 2) // 3),
+        height=360 + 20 * len(table),  # room for a one-column legend on a phone
     )
     return figure
 
@@ -226,7 +226,7 @@ def heatmap(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, .
     """Plotly heat map of methods by categories on the metric's fixed scale; empty cells stay empty (n/a)."""
     import plotly.graph_objects as go
 
-    title = f"{DATASETS[dataset]}: {METRICS[metric]}, methods by categories (%)"
+    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
     table = results_table(board, dataset, metric, sources)
     if table.empty:
         return _empty_figure(title)

@@ -27,9 +27,11 @@ CSS = """
 .gauge .mark {position: absolute; top: -6px; width: 10px; height: 22px; background: #111; border: 2px solid white;
               border-radius: 3px; transform: translateX(-5px)}
 .gauge-labels {display: flex; justify-content: space-between; font-size: 0.8rem}
+#tabs .tab-container button {padding-left: 7px; padding-right: 7px}  /* five tabs fit a 390 px phone */
 .why {background: #fff3e0; color: #5d4037; border-radius: 8px; padding: 8px 12px; margin-top: 6px}
 """
-SCROLL_TO_VERDICT = "() => { const v = document.getElementById('verdict'); if (v) v.scrollIntoView({block: 'start'}); }"
+SCROLL_TO_VERDICT = """() => { const v = document.getElementById('verdict'); if (!v) return;
+  const box = v.getBoundingClientRect(); if (box.top < 0 || box.bottom > innerHeight) v.scrollIntoView({block: 'start'}); }"""
 """Run after Detect: on a phone the results sit below the inputs, out of view."""
 
 
@@ -90,12 +92,15 @@ No image is ever min-max normalised on its own, so a normal image looks calm and
 {methods}
 
 ## Reading the results
-- **Score vs threshold**: the raw image score against the calibrated threshold; the gauge shows the
-  *calibrated score* (0 = a typical normal image, 1 = the threshold).
-- **Heat map**: the anomaly map in calibrated units (colour bar: 0 = typical normal pixel, 1 = pixel threshold).
-- **Mask**: pixels above the pixel threshold divided by the sensitivity; moving the slider re-thresholds the
-  stored map without running the network again.
-- **Animation**: the method's inner workings frame by frame (SSM: each progressive-refinement round).
+- **Verdict**: *Anomalous* when the image score passes the threshold, with how far ("3.1 x the normal
+  threshold"); the gauge runs from a typical normal image through the threshold to twice it.
+- **Heat map**: the anomaly map in calibrated units (colour bar: 0 = typical normal pixel, 1 = pixel threshold);
+  the full-resolution map is a download below the details.
+- **Mask**: pixels above the pixel threshold divided by the sensitivity; moving the slider (or its arrow keys)
+  re-thresholds the stored map without running the network again. An image can pass the image threshold
+  with no single pixel above the pixel threshold: the page then says so.
+- **Animation**: the method's inner workings frame by frame (SSM: each progressive-refinement round; SGSF:
+  the guidance and segmentation; ST-SSAD: its training history, the same for every image, then this image's map).
 
 ## Data and credits
 - **MVTec AD** — P. Bergmann, M. Fauser, D. Sattlegger, C. Steger, *A Comprehensive Real-World Dataset for
