@@ -236,18 +236,18 @@ class App:
         limits = service.TrainingLimits()
         gr.Markdown(
             f"Upload {limits.min_images} to {limits.max_images} **normal** images (or a zip of them), pick a method "
-            f"and train a small model right here (128 px, stopped after {limits.max_seconds:.0f} s; 16 images take "
+            f"and train a small model right here ({service.session_sizes()}; stopped after {limits.max_seconds:.0f} s; 16 images take "
             f"1 to 2 minutes). {limits.min_calibration_images} of them are held out to calibrate the threshold "
             "(half, with fewer than 16). It becomes the model `custom/<name>` in the Detect and Compare tabs for "
             "this browser session only."
         )
         with gr.Row():
+            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Normal images or a zip", elem_id="train-files")
             with gr.Column():
                 method = gr.Dropdown(self.methods, value=self.methods[0], label="Method", allow_custom_value=True)
                 name = gr.Textbox("my-images", label="Name (the model becomes custom/<name>)")
                 button = gr.Button("Train", variant="primary", elem_id="train-button")
                 status = gr.Markdown("*No model trained in this session yet.*", label="Training", elem_id="train-status", min_height=80)
-            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Normal images or a zip", elem_id="train-files")
 
         @user_errors
         def train(files: list[str] | None, method: str, name: str, session: service.SessionModels, progress=gr.Progress()):

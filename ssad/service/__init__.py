@@ -17,7 +17,7 @@ from ssad.service.models import (
 )
 from ssad.service.training import (
     SESSION_RECIPE, SelfCheck, StagedProgress, TrainingLimits, calibration_warning, collect_training_images,
-    held_out_count, remember, self_check, stage_plan, train_session_model, training_config,
+    held_out_count, remember, self_check, session_sizes, stage_plan, train_session_model, training_config,
 )
 
 __all__ = [
@@ -27,6 +27,6 @@ __all__ = [
     "HUB_REPO", "HUB_REVISION", "USUAL_MODELS", "Availability", "SessionModels", "availability", "availability_table",
     "current_device", "default_method", "default_model", "display_names", "get_model", "model_choices",
     "models_with_weights", "on_device", "public_path", "SESSION_RECIPE", "SelfCheck", "StagedProgress",
-    "TrainingLimits", "calibration_warning", "collect_training_images", "held_out_count", "remember", "self_check",
+    "TrainingLimits", "calibration_warning", "collect_training_images", "held_out_count", "remember", "self_check", "session_sizes",
     "stage_plan", "train_session_model", "training_config",
 ]

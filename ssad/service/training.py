@@ -39,13 +39,20 @@ class TrainingLimits:
 
 
 SESSION_RECIPE: dict[str, dict[str, Any]] = {
-    "ssm": {"size": 128, "batch_size": 4, "target_steps": 240, "lr": 1e-3},
+    "ssm": {"size": 64, "batch_size": 4, "target_steps": 200, "lr": 1e-3, "lr_milestones": (0.8,)},  # 128 px: > 180 s here
     "sgsf": {"size": 128, "batch_size": 8, "target_steps": 360, "recon_share": 0.15},
     "st-ssad": {"size": 128, "batch_size": 32, "target_steps": 160},
 }
 """Session training, per method: input size, batch, optimiser steps aimed at whatever the number of images
 (``recon_share``: SGSF's reconstruction stage as a share of its segmentation steps), other config fields.
 Sized so that 16 bottle images train within ``TrainingLimits.max_seconds`` on 2 shared CPU cores."""
+
+
+def session_sizes() -> str:
+    """The recipe's input size of each method, for the page ("SSM 64 px, ST-SSAD 128 px, ...")."""
+    from ssad.methods import METHODS
+
+    return ", ".join(f"{cls.display_name} {SESSION_RECIPE[cls.id]['size']} px" for cls in METHODS.values())
 
 
 def _safe_name(name: str) -> str:
