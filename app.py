@@ -85,9 +85,9 @@ class App:
                 self.examples(image, self.model, "detect-examples")
             with gr.Column(scale=2):
                 verdict = gr.HTML("<i>Upload an image or pick an example, then press Detect.</i>", label="Verdict", elem_id="verdict")
-                with gr.Row():
-                    score = gr.Number(label="Image score", precision=4, interactive=False, visible=False, elem_id="score")
-                    label = gr.Textbox(label="Label", interactive=False, visible=False, elem_id="label")
+                with gr.Row(visible=False) as score_row:  # shown with the first result: no score before there is one
+                    score = gr.Number(label="Image score", precision=4, interactive=False, elem_id="score")
+                    label = gr.Textbox(label="Label", interactive=False, elem_id="label")
                 overlay = gr.Image(label="Heat map (calibrated)", format="png", interactive=False, height=320, elem_id="heatmap")
                 mask = gr.AnnotatedImage(label="Mask", format="png", color_map={service.MASK_LABEL: "#ff1744"}, height=320, show_legend=False, elem_id="mask")
                 sensitivity = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Sensitivity (re-thresholds the stored map; no new network run)", elem_id="sensitivity")
@@ -111,8 +111,8 @@ class App:
             pair = service.reconstruction_pair(found)
             gif_path = service.animation(found, self.workdir)
             return (
-                gr.Number(found.result.score, visible=True), gr.Textbox(found.result.label, visible=True), page.verdict_html(found),
-                service.overlay(found), mask_with_legend(found, 1.0), str(gif_path) if gif_path else None,
+                found.result.score, found.result.label, page.verdict_html(found),
+                service.overlay(found), service.mask_annotation(found, 1.0), str(gif_path) if gif_path else None,
                 gr.Slider(minimum=1, maximum=max(n_frames, 1), value=n_frames or 1, step=1, interactive=n_frames > 1),
                 service.frame_picture(found, n_frames - 1), gr.ImageSlider(value=pair, visible=pair is not None),
                 service.details_markdown(found, str(service.current_device())), found.config, 1.0,
@@ -130,8 +130,8 @@ class App:
             return mask_with_legend(found, level), page.verdict_html(found, level)
 
         outputs = [score, label, verdict, overlay, mask, gif, frame_index, frame, reconstruction, details, config, sensitivity, animation_note, detection]
-        button.click(detect, [image, method, self.model, self.session], outputs, api_name="detect").then(
-            None, js=page.SCROLL_TO_VERDICT).then(
+        button.click(detect, [image, method, self.model, self.session], outputs, api_name="detect").success(
+            lambda found: (gr.Row(visible=True), mask_with_legend(found, 1.0)), detection, [score_row, mask], api_visibility="private", show_progress="hidden", js=page.SCROLL_TO_VERDICT).then(
             lambda found: service.full_resolution_map(found, self.workdir) if found else None, detection, download, api_visibility="private", show_progress="hidden")
         sensitivity.change(rethreshold, [sensitivity, detection], [mask, verdict], api_visibility="private", show_progress="hidden",
                            trigger_mode="always_last")  # drag, arrow keys and the number box alike
