@@ -57,12 +57,13 @@ class Detection:
 
     @cached_property
     def display_map(self) -> np.ndarray:
-        """The calibrated map at display size (area-averaged: a small defect keeps its place and most of its height)."""
-        calibrated = self.result.calibrated_map().astype(np.float32)
+        """The calibrated map at display size, area-averaged before calibrating (both are linear; the raw map is
+        the smaller array to work on)."""
+        raw = self.result.anomaly_map.astype(np.float32, copy=False)
         height, width = self.picture.shape[:2]
-        if calibrated.shape == (height, width):
-            return calibrated
-        return np.asarray(Image.fromarray(calibrated, mode="F").resize((width, height), Image.BOX))
+        if raw.shape != (height, width):
+            raw = np.asarray(Image.fromarray(raw, mode="F").resize((width, height), Image.BOX))
+        return self.result.calibration.calibrated_map(raw)
 
     @property
     def summary(self) -> dict[str, Any]:
