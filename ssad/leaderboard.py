@@ -152,39 +152,79 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={c: f"{c} ({CATEGORY_LABELS[c]})" for c in shown.columns if c in CATEGORY_LABELS})
 
 
-def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...] = SOURCES):
-    """Plotly grouped bars: one group per category, one bar per method and source."""
+METRIC_RANGE = {"image_auroc": (50.0, 100.0), "pixel_auroc": (50.0, 100.0), "pixel_ap": (0.0, 100.0),
+                "aupro": (0.0, 100.0), "image_f1_max": (0.0, 100.0)}
+"""Fixed colour scale of the heat map per metric (percent): the same colour means the same figure in every view."""
+REPORTED_STYLE = dict(opacity=0.55, marker_pattern_shape="/")
+"""Reported bars: paler and hatched, so that they never pass for measured ones."""
+
+
+def method_colours(board: Leaderboard) -> dict[str, str]:
+    """One colour per method of the whole board (a method keeps its colour in every view), none repeated."""
+    import plotly.express as px
+
+    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    methods = sorted(set(board.rows["method"]))
+    return {method: palette[i % len(palette)] for i, method in enumerate(methods)}
+
+
+def _empty_figure(title: str):
     import plotly.graph_objects as go
 
+    figure = go.Figure()
+    figure.update_layout(
+        title=title, height=260, xaxis_visible=False, yaxis_visible=False, margin=dict(l=20, r=20, t=50, b=20),
+        annotations=[dict(text="No figures for this selection: choose another metric, dataset or source.",
+                          showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font_size=14)],
+    )
+    return figure
+
+
+def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...] = SOURCES):
+    """Plotly grouped bars: one group per category, one bar per method and source; colour = method, hatch = reported."""
+    import plotly.graph_objects as go
+
+    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
     table = results_table(board, dataset, metric, sources)
+    if table.empty:
+        return _empty_figure(title)
     categories = [c for c in table.columns if c not in ("method", "source", "provenance")]
+    colours = method_colours(board)
     figure = go.Figure()
     for _, row in table.iterrows():
+        style = REPORTED_STYLE if row["source"] == "reported" else {}
         figure.add_bar(
             name=f"{row['method']} ({row['source']})",
             x=[CATEGORY_LABELS.get(c, c) for c in categories],
             y=[row[c] for c in categories],
+            marker_color=colours[row["method"]],
+            opacity=style.get("opacity", 1.0),
+            marker_pattern_shape=style.get("marker_pattern_shape", ""),
             hovertemplate="%{x}: %{y:.1f}<extra>" + f"{row['method']} ({row['source']})" + "</extra>",
         )
     figure.update_layout(
         barmode="group",
-        title=f"{DATASETS[dataset]}: {METRICS[metric]} per category (%)",
+        title=title,
         yaxis_title=f"{METRICS[metric]} (%)",
-        legend_title="method (source)",
+        legend=dict(title="method (source)", orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
         margin=dict(l=40, r=20, t=50, b=40),
-        height=420,
+        height=360 + 20 * len(table),  # room for a one-column legend on a phone
     )
     return figure
 
 
 def heatmap(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...] = SOURCES):
-    """Plotly heat map of methods by categories; empty cells stay empty (n/a), never interpolated."""
+    """Plotly heat map of methods by categories on the metric's fixed scale; empty cells stay empty (n/a)."""
     import plotly.graph_objects as go
 
+    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
     table = results_table(board, dataset, metric, sources)
+    if table.empty:
+        return _empty_figure(title)
     categories = [c for c in table.columns if c not in ("method", "source", "provenance")]
     z = table[categories].astype(float).values
     text = [[f"{v:.1f}" if not math.isnan(v) else "n/a" for v in row] for row in z]
+    low, high = METRIC_RANGE[metric]
     figure = go.Figure(
         go.Heatmap(
             z=z,
@@ -193,12 +233,14 @@ def heatmap(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, .
             text=text,
             texttemplate="%{text}",
             colorscale="Viridis",
+            zmin=low,
+            zmax=high,
             colorbar=dict(title="%"),
             hoverongaps=False,
         )
     )
     figure.update_layout(
-        title=f"{DATASETS[dataset]}: {METRICS[metric]}, methods by categories (%)",
+        title=title,
         margin=dict(l=40, r=20, t=50, b=40),
         height=max(300, 40 * len(table) + 120),
     )

@@ -107,19 +107,29 @@ def render_frame(frame: Frame, calibration: Calibration, panel_size: int = 192) 
     return np.asarray(canvas)
 
 
+def _padded(picture: np.ndarray, height: int, width: int) -> Image.Image:
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    return canvas
+
+
 def frames_to_gif(
     frames: tuple[Frame, ...], calibration: Calibration, path: str | Path, seconds_per_frame: float = 1.2, panel_size: int = 192
 ) -> Path:
-    """Write the frames as a looping animated GIF (the last frame held twice as long)."""
+    """Write the frames as a looping animated GIF (the last frame held twice as long).
+
+    Every frame is drawn whole on a canvas of one size and replaces the previous one (disposal 2, no
+    transparency): a frame narrower than the first, or one diffed against it, would leave pixels of
+    earlier frames showing.
+    """
     if not frames:
         raise ValueError("no frames to animate")
+    rendered = [render_frame(frame, calibration, panel_size) for frame in frames]
+    height, width = max(p.shape[0] for p in rendered), max(p.shape[1] for p in rendered)
     # Fast octree palettes: about 10x quicker than Pillow's default median cut, and alike to the eye.
-    pictures = [
-        Image.fromarray(render_frame(frame, calibration, panel_size)).quantize(method=Image.Quantize.FASTOCTREE)
-        for frame in frames
-    ]
+    pictures = [_padded(p, height, width).quantize(method=Image.Quantize.FASTOCTREE) for p in rendered]
     durations = [int(seconds_per_frame * 1000)] * len(pictures)
     durations[-1] *= 2
     path = Path(path)
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0, optimize=False)
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0, optimize=False, disposal=2)
     return path

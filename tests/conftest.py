@@ -74,7 +74,8 @@ def serve_app(weights_dir: Path | None, log_path: Path):
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "SSAD_SESSION_STEP_SCALE": os.environ.get("SSAD_SESSION_STEP_SCALE", "0.05")}  # the Train tab's wiring, not its recipe
     if weights_dir is not None:
         env["SSAD_WEIGHTS_DIR"] = str(weights_dir)
     log = open(log_path, "w")

@@ -38,19 +38,20 @@ def test_named_endpoints_follow_the_contract(client):
 @pytest.mark.parametrize("method", [cls.display_name for cls in METHODS.values()])
 def test_detect_returns_score_overlay_mask_and_animation(client, tiny_weights, method):
     outputs = client.predict(handle_file(BOTTLE), method, "mvtec/bottle", api_name="/detect")
-    score, verdict, overlay, mask, gif = outputs[:5]
+    score, label, verdict, overlay, mask, gif = outputs[:6]
     # The served score is the library's score for the same image and weights.
     expected = service.detect(BOTTLE, method, "mvtec/bottle", tiny_weights)
     assert isinstance(score, float) and score == pytest.approx(expected.result.score, rel=1e-4, abs=1e-4)
-    assert expected.result.label.capitalize() in verdict and f"{expected.result.threshold:.3f}" in verdict
+    assert label == expected.result.label and service.verdict_sentence(expected) in verdict
     overlay_image = Image.open(overlay)
     assert overlay_image.format == "PNG" and overlay_image.height == 256 and overlay_image.width > 256  # + colour bar
     assert Path(mask["image"]).is_file() and mask["annotations"][0]["label"] == service.MASK_LABEL
     if expected.result.frames:
         animation = Image.open(gif)
         assert animation.format == "GIF" and animation.n_frames == len(expected.result.frames)
-    details = outputs[8]
-    assert "wall time" in details and "embedded" in details and str(tiny_weights) in details
+    details = outputs[9]
+    assert "wall time" in details and "embedded" in details and "mvtec/bottle" in details
+    assert str(tiny_weights) not in details  # no server path in the page
 
 
 def test_compare_shows_every_method_and_unavailable_ones_with_the_reason(client):
@@ -90,7 +91,8 @@ def test_train_then_detect_with_the_session_model_only_in_that_session(client, a
     method = next(iter(METHODS.values())).display_name
     files = [handle_file(path) for path in normals[:4]] + [handle_file(archive)]
     status = client.predict(files, method, "Widgets 1", api_name="/train")[0]
-    assert "custom/widgets-1" in status and "on 4 images" in status  # 6 images: 4 trained on, 2 held out
+    assert "custom/widgets-1" in status and "on 3 images" in status  # 6 images: 3 trained on, 3 held out
+    assert "Self-check" in status and "Unreliable" in status  # 3 held-out images are too few to trust
 
     score = client.predict(handle_file(normals[0]), method, "custom/widgets-1", api_name="/detect")[0]
     assert isinstance(score, float) and np.isfinite(score)
@@ -151,12 +153,102 @@ def test_sensitivity_rethresholds_the_stored_map_without_the_network(tiny_weight
     np.testing.assert_array_equal(mask > 0.5, detection.result.calibrated_map() > 1.0)
 
 
-def test_training_config_aims_at_a_fixed_number_of_steps():
+def test_training_config_follows_the_recipe_and_holds_out_enough_to_calibrate():
     limits = service.TrainingLimits()
-    name = next(iter(METHODS.values())).display_name
-    few, many = service.training_config(name, 6, limits), service.training_config(name, 32, limits)
-    assert few.epochs == limits.max_epochs and few.size == limits.size
-    assert many.epochs * -(-24 // limits.batch_size) >= limits.target_steps > (many.epochs - 1) * 6
+    assert [service.held_out_count(n, limits) for n in (4, 6, 16, 32)] == [2, 3, 8, 8]
+    for method_id, recipe in service.SESSION_RECIPE.items():
+        name = METHODS[method_id].display_name
+        few, many = service.training_config(name, 6, limits), service.training_config(name, 32, limits)
+        assert few.size == many.size == recipe["size"] and few.epochs >= many.epochs
+        steps = many.epochs * -(-24 // recipe["batch_size"])
+        assert steps >= recipe["target_steps"] > steps - -(-24 // recipe["batch_size"])
+
+
+def test_one_progress_bar_across_sgsf_stages():
+    seen = []
+    bar = service.StagedProgress([(("reconstruction",), 1), (("segmentation",), 3)], lambda done, total, message: seen.append(done / total))
+    bar(5, 10, "loading images")
+    for done in (1, 2):
+        bar(done, 2, f"reconstruction {done}/2 loss 0.1")
+    for done in (1, 2, 3):
+        bar(done, 3, f"segmentation {done}/3 loss 0.1")
+    assert seen == sorted(seen) and seen[0] == 0 and seen[2] == pytest.approx(0.25) and seen[-1] == 1
+
+
+def test_device_is_read_inside_each_call(monkeypatch, tiny_weights):
+    """ZeroGPU: the GPU exists only inside the decorated call, so the device is chosen there, not at import."""
+    import torch
+
+    from ssad.service import models
+
+    asked = []
+    monkeypatch.setattr(models, "load_model", lambda method, model, device, weights_dir: asked.append(device) or (_ for _ in ()).throw(RuntimeError("stop")))
+    for available in (False, True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert service.current_device().type == ("cuda" if available else "cpu")
+        with pytest.raises(RuntimeError, match="stop"):
+            service.get_model("SSM", "mvtec/bottle", tiny_weights)
+    assert [device.type for device in asked] == ["cpu", "cuda", "cpu"]
+
+
+def test_only_models_with_weights_are_offered(tiny_weights):
+    assert service.model_choices(tiny_weights) == ["mvtec/bottle"]
+    assert [model for _, model in service.models_with_weights(tiny_weights)] == ["mvtec/bottle"] * len(METHODS)
+    rows = service.availability_table(tiny_weights)
+    assert any(row["model"] == "mvtec/zipper" and row["weights"].startswith("unavailable") for row in rows)
+
+
+def test_pictures_are_sent_at_display_size_and_the_full_map_is_a_file(tiny_weights, tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.open(BOTTLE).convert("RGB").resize((3000, 2000)).save(big, quality=90)
+    detection = service.detect(big, next(iter(METHODS.values())).display_name, "mvtec/bottle", tiny_weights)
+    assert detection.picture.shape[:2] == (683, 1024)
+    assert service.overlay(detection).shape[0] == 683
+    picture, [(mask, _)] = service.mask_annotation(detection)
+    assert picture.shape[:2] == mask.shape == (683, 1024)
+    with Image.open(service.full_resolution_map(detection, tmp_path)) as full:
+        assert full.size == (3000, 2000)
+
+
+def test_every_methods_gif_shows_only_what_each_frame_draws(tiny_weights, tmp_path):
+    from test_result_viz import decoded_frames
+    from ssad.viz import render_frame
+
+    for cls in METHODS.values():
+        detection = service.detect(BOTTLE, cls.display_name, "mvtec/bottle", tiny_weights)
+        decoded = decoded_frames(service.animation(detection, tmp_path))
+        assert len(decoded) == len(detection.result.frames) > 0
+        for frame, shown in zip(detection.result.frames, decoded):
+            drawn = render_frame(frame, detection.result.calibration, service.ANIMATION_PANEL).astype(int)
+            height, width = drawn.shape[:2]
+            assert np.abs(shown[:height, :width] - drawn).max() < 60, cls.display_name
+            assert (shown[height:] >= 240).all() and (shown[:, width:] >= 240).all(), cls.display_name
+
+
+def test_an_anomalous_image_with_an_empty_mask_says_why(tiny_weights):
+    import dataclasses
+
+    detection = service.detect(BOTTLE, next(iter(METHODS.values())).display_name, "mvtec/bottle", tiny_weights)
+    calibration = detection.result.calibration
+    quiet = dataclasses.replace(detection, result=dataclasses.replace(
+        detection.result, score=calibration.image_threshold + 1, anomaly_map=np.full_like(detection.result.anomaly_map, calibration.pixel_mean)))
+    assert quiet.result.is_anomalous and service.mask_share(quiet) == 0
+    assert "no single pixel passes the pixel threshold" in service.empty_mask_reason(quiet)
+    assert service.empty_mask_reason(detection) is None or detection.result.is_anomalous
+
+
+def test_leaderboard_charts_distinguish_methods_and_sources():
+    from ssad.leaderboard import grouped_bars, heatmap, load_leaderboard
+
+    board = load_leaderboard()
+    bars = grouped_bars(board, "mvtec", "image_auroc")
+    colours = {trace.name.rsplit(" (", 1)[0]: trace.marker.color for trace in bars.data}
+    assert len(set(colours.values())) == len(colours)  # one colour per method, none repeated
+    for trace in bars.data:
+        assert (trace.marker.pattern.shape == "/") == trace.name.endswith("(reported)")
+    assert heatmap(board, "mvtec", "image_auroc", ("measured",)).data[0].zmin == heatmap(board, "mvtec", "image_auroc").data[0].zmin
+    empty = grouped_bars(board, "oct", "pixel_ap", ("measured",))
+    assert not empty.data and "No figures" in empty.layout.annotations[0].text
 
 
 def test_leaderboard_tab_reports_rejected_rows(tmp_path, tiny_weights):

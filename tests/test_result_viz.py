@@ -55,3 +55,29 @@ def test_frames_become_an_animated_gif(tmp_path):
     gif = frames_to_gif(frames, cal, tmp_path / "a.gif")
     with Image.open(gif) as picture:
         assert picture.is_animated and picture.n_frames == 3
+
+
+def decoded_frames(path) -> list[np.ndarray]:
+    """Every frame of a GIF as a browser shows it (each composed over the previous ones), as RGB."""
+    from PIL import ImageSequence
+
+    with Image.open(path) as picture:
+        return [np.asarray(frame.convert("RGB")).astype(int) for frame in ImageSequence.Iterator(picture)]
+
+
+def test_gif_frames_show_only_what_each_frame_draws(tmp_path):
+    """Frames of different widths and contents: no pixel of an earlier frame is left in a later one."""
+    cal = Calibration(0.0, 1.0, 3.0, 0.0, 1.0, 5, "t")
+    rng = np.random.default_rng(0)
+    frames = tuple(
+        Frame("a long caption that widens the second frame " * (i == 1) + f"step {i}",
+              tuple(Panel(f"p{j}", rng.random((16, 16, 3))) for j in range(3 - (i > 1))))
+        for i in range(5)
+    )
+    decoded = decoded_frames(frames_to_gif(frames, cal, tmp_path / "g.gif", panel_size=48))
+    assert len(decoded) == len(frames)
+    for frame, shown in zip(frames, decoded):
+        drawn = render_frame(frame, cal, panel_size=48).astype(int)
+        height, width = drawn.shape[:2]
+        assert np.abs(shown[:height, :width] - drawn).max() < 60  # palette error only
+        assert (shown[height:] >= 240).all() and (shown[:, width:] >= 240).all()  # outside the frame: blank
