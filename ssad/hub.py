@@ -9,6 +9,7 @@ huggingface_hub at import) no request leaves the machine.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -156,3 +157,29 @@ def embedded_models(weights_dir: Path | None = None) -> list[tuple[str, str]]:
         (path.parent.parent.parent.name, f"{path.parent.parent.name}/{path.parent.name}")
         for path in (weights_dir or WEIGHTS_DIR).glob(f"*/*/*/{WEIGHTS_FILE}")
     )
+
+
+def available_models(weights_dir: Path | None = None, repo: str | None = None, revision: str | None = None) -> list[tuple[str, str]]:
+    """(method id, dataset/category) of every model whose weights can be had: embedded, or in the Hub repository
+    at the pinned revision (listed by the Hub once per process when online, read from the Hub cache offline)."""
+    return sorted({*embedded_models(weights_dir), *_hub_models(repo or HUB_REPO, revision or HUB_REVISION)})
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_models(repo: str, revision: str) -> tuple[tuple[str, str], ...]:
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if constants.HF_HUB_OFFLINE:
+        cached = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+        ref = cached / "refs" / revision
+        commit = ref.read_text().strip() if ref.is_file() else revision
+        names = [str(path.relative_to(cached / "snapshots" / commit)) for path in (cached / "snapshots" / commit).glob(f"*/*/*/{WEIGHTS_FILE}")]
+    else:
+        try:
+            names = [sibling.rfilename for sibling in HfApi().model_info(repo, revision=pinned_commit(repo, revision)).siblings or []]
+        except Exception as error:  # network or Hub errors: the Hub then offers nothing, and the page says why
+            log.warning("cannot list %s@%s: %s", repo, revision, error)
+            return ()
+    parts = [name.split("/") for name in names]
+    return tuple((p[0], f"{p[1]}/{p[2]}") for p in parts if len(p) == 4 and p[3] == WEIGHTS_FILE)

@@ -258,8 +258,8 @@ def test_leaderboard_tab_reports_rejected_rows(tmp_path, tiny_weights):
     from ssad.leaderboard import COLUMNS
 
     results = tmp_path / "results.csv"
-    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,"
-    percent = "DRAEM,mvtec,cable,image_auroc,91.8,reported,DRAEM paper,,,,,,,"
+    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,,"
+    percent = "DRAEM,mvtec,cable,image_auroc,91.8,reported,DRAEM paper,,,,,,,,"
     results.write_text("\n".join([",".join(COLUMNS), good, percent]) + "\n")
     demo = app.build_demo(tiny_weights, results)
     texts = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown) and isinstance(block.value, str)]

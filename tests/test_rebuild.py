@@ -211,9 +211,9 @@ def test_plan_recalibrates_after_a_scoring_change_and_retrains_after_a_training_
     sha = weights.read_bytes()
     assert plan([job], places=places) == [f"{job.describe()}: reuse weights and report"]
 
-    new_setting = Job("ssm", synthetic_category, {**TINY, "colour_weight": 0.5})
+    new_setting = Job("ssm", synthetic_category, {**TINY, "refine_ratio": 0.7})
     assert plan([new_setting], places=places) == [
-        f"{job.describe()}: recalibrate (scoring settings changed (colour_weight 1.0 -> 0.5)), evaluate"
+        f"{job.describe()}: recalibrate (scoring settings changed (refine_ratio 0.8 -> 0.7)), evaluate"
     ]
     edit(code_copy, *CALIBRATION_EDIT)
     assert plan([job], places=places) == [f"{job.describe()}: recalibrate (scoring code changed), evaluate"]

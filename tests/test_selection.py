@@ -84,17 +84,17 @@ def test_select_command_prints_the_ranking_and_rejects_bad_grids(synthetic_categ
     out = tmp_path / "select.json"
     code = main(
         [
-            "select", "--method", "ssm", "--data", str(synthetic_category), "--grid", "colour_weight=[1.0, 0.5]",
+            "select", "--method", "ssm", "--data", str(synthetic_category), "--grid", "refine_ratio=[0.8, 0.5]",
             "--set", "size=32", "--set", "epochs=1", "--set", "base_width=4", "--set", "refine_block=4",
             "--share", "0.25", "--copies", "1", "--json", str(out),
         ]
     )
     assert code == 0
     report = json.loads(out.read_text())
-    assert [c["overrides"]["colour_weight"] for c in report["candidates"]] == [1.0, 0.5]
+    assert [c["overrides"]["refine_ratio"] for c in report["candidates"]] == [0.8, 0.5]
     assert report["base"]["size"] == 32 and report["base"]["epochs"] == 1
     capsys.readouterr()
-    assert main(["select", "--method", "ssm", "--data", str(synthetic_category), "--grid", "colour_weight=0.8"]) == 2
+    assert main(["select", "--method", "ssm", "--data", str(synthetic_category), "--grid", "refine_ratio=0.8"]) == 2
     assert "non-empty JSON list" in capsys.readouterr().err
     assert main(["select", "--method", "ssm", "--data", str(synthetic_category), "--grid", "nothing=[1]"]) == 2
 
@@ -111,14 +111,14 @@ def test_scoring_settings_are_ranked_without_retraining(tiny_ssm, synthetic_cate
 
     model = method_class("ssm").load(tiny_ssm)
     weights = {name: t.clone() for name, t in model.networks.state_dict().items()}
-    report = select_scoring(model, open_dataset(synthetic_category), {"colour_weight": [1.0, 0.0]}, copies=2)
-    assert [c["overrides"] for c in report["candidates"]] == [{"colour_weight": 1.0}, {"colour_weight": 0.0}]
+    report = select_scoring(model, open_dataset(synthetic_category), {"refine_ratio": [0.8, 0.5]}, copies=2)
+    assert [c["overrides"] for c in report["candidates"]] == [{"refine_ratio": 0.8}, {"refine_ratio": 0.5}]
     for candidate in report["candidates"]:
         assert 0 <= candidate["forgery_auroc"] <= 1 and 0 <= candidate["forgery_pixel_auroc"] <= 1
         assert candidate["criterion"] == pytest.approx((candidate["forgery_auroc"] + candidate["forgery_pixel_auroc"]) / 2, abs=1e-4)
     best = max(report["candidates"], key=lambda c: c["criterion"])
     assert report["chosen"] == best["overrides"] and report["held_out"] == model.calibration.n_images
-    assert model.config.colour_weight == 1.0  # candidates are copies
+    assert model.config.refine_ratio == 0.8  # candidates are copies
     assert all(torch.equal(weights[name], t) for name, t in model.networks.state_dict().items())
     with pytest.raises(SsadError, match="not scoring settings of SSM: epochs"):
         select_scoring(model, open_dataset(synthetic_category), {"epochs": [1, 2]})
@@ -129,4 +129,4 @@ def test_select_on_a_trained_model_from_the_command_line(tiny_ssm, synthetic_cat
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert [c["overrides"]["refine_iterations"] for c in report["candidates"]] == [2, 1]
-    assert main(["select", "--method", "ssm", "--grid", "colour_weight=[1.0]"]) == 2
+    assert main(["select", "--method", "ssm", "--grid", "refine_ratio=[0.8]"]) == 2

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from ssad.errors import WeightsError
-from ssad.hub import HUB_REPO, HUB_REVISION, embedded_models, load_model, resolve_weights
+from ssad.hub import HUB_REPO, HUB_REVISION, available_models, load_model, resolve_weights
 from ssad.leaderboard import CATEGORIES
 from ssad.methods import METHODS, Method, method_class
-from ssad.provenance import REPO_ROOT
+from ssad.settings import CHECKOUT
 
 USUAL_MODELS = tuple(f"mvtec/{category}" for category in CATEGORIES["mvtec"]) + ("oct/retina",)
 """The categories a visitor may look for; those without weights are listed in About with the reason."""
@@ -47,7 +47,7 @@ def display_names() -> list[str]:
 def models_with_weights(weights_dir: Path | None = None) -> list[tuple[str, str]]:
     """(method id, dataset/category) of every model whose weights can be loaded here: the one place the
     app's model list comes from."""
-    return embedded_models(weights_dir)
+    return available_models(weights_dir)
 
 
 def model_choices(weights_dir: Path | None = None, session: SessionModels | None = None) -> list[str]:
@@ -81,7 +81,7 @@ def public_path(detail: str) -> str:
     if not path.is_absolute():
         return detail
     try:
-        return str(path.relative_to(REPO_ROOT))
+        return str(path.relative_to(CHECKOUT))
     except ValueError:
         return "/".join(path.parts[-3:])
 

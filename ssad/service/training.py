@@ -19,7 +19,7 @@ from ssad.data import load_image, open_dataset
 from ssad.data.datasets import IMAGE_SUFFIXES
 from ssad.errors import DataError, SsadError
 from ssad.methods import Method, MethodConfig, method_class
-from ssad.methods.base import Progress
+from ssad.methods.base import Progress, held_out_split
 from ssad.service.models import SessionModels, current_device
 
 
@@ -171,12 +171,11 @@ class SelfCheck:
 
 
 def self_check(method: Method, dataset_folder: Path) -> SelfCheck:
-    """Score the held-out normals ``Method.fit`` calibrated on (same seeded order) and forged copies of them."""
+    """Score the held-out normals ``Method.fit`` calibrated on and forged copies of them."""
     from ssad.selection import forge_copies, forgery_auroc
 
-    samples = list(open_dataset(dataset_folder).train)
-    order = np.random.default_rng(method.config.seed).permutation(len(samples))
-    normals = method.load_images([samples[i].path for i in order[: method.info["n_held_out"]]])
+    _, held_out = held_out_split(open_dataset(dataset_folder), method.config)
+    normals = method.load_images(held_out)
     threshold = method.calibration.image_threshold
     below = sum(method.predict((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), with_frames=False).score <= threshold for image in normals)
     return SelfCheck(len(normals), int(below), forgery_auroc(method, normals, forge_copies(normals, 1, method.config.seed)))

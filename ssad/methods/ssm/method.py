@@ -7,20 +7,11 @@ inpainting net sees the normal context and the map sharpens onto the anomaly.
 Choices where the paper and code leave room (also in the README):
 * Widths are 16-32-64-128-128 (the paper's 64-512 scaled down 4x) so that a category trains on 2 CPU
   cores in minutes; input 128 px as in the paper's OCT pipeline.
-* The map adds two errors of the inpainting, each divided by its mean over held-out normal pixels so
-  that neither dominates by its units: ``1 - mean multi-scale GMS`` on grey gradients (the code's score
-  up to a constant), which cannot see colour, and the colour distance (L2 over RGB) between inpainting
-  and input, weighted by ``colour_weight``. Both are averaged over cell sizes with weights proportional
-  to 1/N^2 (N = cells per side), and smoothed with a Gaussian of sigma 7 px.
-* The "normal" decision of refinement: the paper uncovers pixels whose GMS passes a fixed level (the
-  code's -0.96 equals ``mean GMS >= 0.984``), a level that a small CPU model, reconstructing less sharply,
-  never reaches on defects and normal texture alike (with a calibrated level instead, 99 % of a defective
-  pill stayed uncovered). Here refinement ranks the ``refine_block`` px blocks of each image by their
-  mean map value and keeps only the most suspicious ones hidden: ``refine_hidden_shares`` of all blocks
-  after each round (default 25 %, then 10 %), chosen among those still hidden, so the hidden region
-  shrinks onto the defect and every other block is inpainted again with more of its context visible.
-  The shares are fixed, not fitted (no test label is involved); an image with no defect then has 10 %
-  of its blocks re-examined, which costs nothing but an inpainting of them.
+* The map is ``1 - mean multi-scale GMS`` (the code's score up to a constant), averaged over cell sizes
+  with weights proportional to 1/N^2 (N = cells per side), smoothed with a Gaussian of sigma 7 px.
+* The "normal" decision of refinement is a threshold on that map. The code's -0.96 equals
+  ``mean GMS >= 0.984``; a smaller CPU model reconstructs less sharply, so by default the threshold is
+  the ``refine_quantile`` quantile of held-out normal maps (set ``refine_threshold`` to fix it).
 * The image score replaces the code's test-set min-max normalisation (impossible for one uploaded
   image) by standardising the two terms (map maximum, reconstruction MSE) with held-out normal images.
 * In the code, a pixel uncovered as normal gets zero error in the next round. With a calibrated
@@ -41,16 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssad.errors import SsadError
 from ssad.methods.base import Inference, Method, MethodConfig, Progress, TrainingData
 from ssad.methods.ssm.masks import complementary_masks, uncover
 from ssad.methods.ssm.network import MaskedUNet
 from ssad.nn.filters import gaussian_blur
 from ssad.nn.losses import msgms_anomaly_map, msgms_loss, ssim
 from ssad.result import Frame, Panel
-
-
-REFINE_MASKS = ("whole", "cells")
 
 
 @dataclass
@@ -73,21 +60,16 @@ class SSMConfig(MethodConfig):
     flip_augment: bool = False  # not in the paper; for texture categories
     refine_iterations: int = 3  # masked inference rounds; paper default 2 (one refinement)
     refine_block: int = 8  # uncovering block in pixels at the input size (paper: 8 at 128 px)
-    refine_hidden_shares: tuple[float, ...] = (0.25, 0.10)  # blocks still hidden after each refinement
-    refine_masks: str = "whole"  # later rounds hide the suspicious region whole ("whole") or in cells ("cells")
-    colour_weight: float = 1.0  # the colour error's weight beside the gradient error (each in normal units)
+    refine_ratio: float = 0.8  # a block is uncovered when more than this share of its pixels is normal
+    refine_threshold: float | None = None  # map value below which a pixel is normal; None = calibrated
+    refine_quantile: float = 0.99
     smoothing_sigma: float = 7.0
     inference_seed: int = 8
 
     scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + (
-        "refine_iterations", "refine_block", "refine_hidden_shares", "refine_masks", "colour_weight", "smoothing_sigma",
+        "refine_iterations", "refine_block", "refine_ratio", "refine_threshold", "refine_quantile", "smoothing_sigma",
         "inference_seed",
     )
-    retired_fields: ClassVar[tuple[str, ...]] = ("refine_ratio", "refine_threshold", "refine_quantile")
-
-    def __post_init__(self) -> None:
-        if self.refine_masks not in REFINE_MASKS:
-            raise SsadError(f"SSM refine_masks must be one of {REFINE_MASKS}, not {self.refine_masks!r}")
 
 
 class SSM(Method):
@@ -164,12 +146,13 @@ class SSM(Method):
         return outputs.float().view(n_masks, batch, *outputs.shape[1:])
 
     def fit_scoring(self, held_out: torch.Tensor) -> None:
-        """Learn the normal scale of the two map terms, then the normal spread of the two score terms."""
-        self.state = {key: value for key, value in self.state.items() if key not in ("gms_scale", "colour_scale")}
-        first_rounds = [self._refine(image.to(self.device), iterations=1)[0][0] for image in held_out]
-        for term in ("gms", "colour"):
-            scale = float(torch.stack([r[f"{term}_error"] for r in first_rounds]).mean())
-            self.state[f"{term}_scale"] = max(scale, 1e-8)
+        """Learn the normal spread of the two score terms and, unless fixed, the refinement threshold."""
+        cfg = self.config
+        if cfg.refine_threshold is None:
+            first_maps = [self._refine(image.to(self.device), iterations=1)[0][-1]["map"] for image in held_out]
+            self.state["refine_threshold"] = float(torch.quantile(torch.stack(first_maps).flatten(), cfg.refine_quantile))
+        else:
+            self.state["refine_threshold"] = cfg.refine_threshold
         rounds = [self._refine(image.to(self.device))[0][-1] for image in held_out]
         for term in ("map_max", "mse"):
             values = np.array([r[term] for r in rounds])
@@ -204,33 +187,23 @@ class SSM(Method):
         iterations = iterations or cfg.refine_iterations
         n_cells = len(cfg.cell_sizes)
         weights = torch.tensor([c**2 for c in cfg.cell_sizes], dtype=torch.float32, device=self.device)
-        cell_weights = (weights / weights.sum()).view(n_cells, 1, 1, 1)
+        weights = (weights / weights.sum()).view(n_cells, 1, 1, 1)
         uncovered = torch.zeros(cfg.size, cfg.size, dtype=torch.bool, device=self.device)
         rounds = []
         for round_index in range(iterations):
-            if round_index == 0 or cfg.refine_masks == "cells":
-                masks = uncover(self._masks_for_round(round_index), uncovered)
-                outputs = self._run_passes(image[None], masks)[:, 0, :3]  # [cells*n_masks, 3, H, W]
-                hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, cfg.size, cfg.size)
-                composite = (outputs.view(n_cells, cfg.n_masks, 3, cfg.size, cfg.size) * hidden).sum(dim=1)
-                # Pixels visible in every mask have no prediction: they keep the input.
-                composite = composite + image * (1 - hidden.sum(dim=1))
-                group_weights = cell_weights
-            else:  # the still-hidden region hidden whole, inpainted from the uncovered context alone
-                masks = uncovered.float()[None, None]
-                composite = torch.where(uncovered, image, self._run_passes(image[None], masks)[0, 0, :3])[None]
-                group_weights = torch.ones(1, 1, 1, 1, device=self.device)
-            gms_error = (group_weights * msgms_anomaly_map(image.expand_as(composite), composite)).sum(dim=0)[0]
-            colour_error = (group_weights * (composite - image).pow(2).sum(dim=1, keepdim=True).sqrt()).sum(dim=0)[0]
-            error = gms_error / self.state.get("gms_scale", 1.0) + cfg.colour_weight * colour_error / self.state.get(
-                "colour_scale", 1.0
-            )
-            squared_error = (group_weights[:, 0] * (composite - image).pow(2).mean(dim=1)).sum(dim=0)
+            masks = uncover(self._masks_for_round(round_index), uncovered)
+            outputs = self._run_passes(image[None], masks)[:, 0, :3]  # [cells*n_masks, 3, H, W]
+            hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, cfg.size, cfg.size)
+            composite = (outputs.view(n_cells, cfg.n_masks, 3, cfg.size, cfg.size) * hidden).sum(dim=1)
+            # Pixels visible in every mask have no prediction: they keep the input.
+            composite = composite + image * (1 - hidden.sum(dim=1))
+            gms_error = (weights * msgms_anomaly_map(image.expand_as(composite), composite)).sum(dim=0)[0]
+            squared_error = (composite - image).pow(2).mean(dim=1).sum(dim=0)
             if round_index == 0:
-                evidence, squared_evidence = error, squared_error
+                evidence, squared_evidence = gms_error, squared_error
             else:
                 # An uncovered pixel keeps the error of the last round that inpainted it, not zero.
-                evidence = torch.where(uncovered, evidence, error)
+                evidence = torch.where(uncovered, evidence, gms_error)
                 squared_evidence = torch.where(uncovered, squared_evidence, squared_error)
             anomaly_map = gaussian_blur(evidence[None, None], cfg.smoothing_sigma)[0, 0]
             rounds.append(
@@ -238,34 +211,22 @@ class SSM(Method):
                     "map": anomaly_map,
                     "uncovered": uncovered.clone(),
                     "masked_input": image * masks[-1],
-                    "mask_cell": cfg.cell_sizes[-1] if masks.shape[0] > 1 else None,
+                    "mask_cell": cfg.cell_sizes[-1],
                     "composite": composite.mean(dim=0).clamp(0, 1),
                     "map_max": float(anomaly_map.max()),
                     "mse": float(squared_evidence.mean()),
-                    "gms_error": gms_error,
-                    "colour_error": colour_error,
                 }
             )
             if round_index + 1 < iterations:
-                uncovered = self._uncover_all_but_the_worst(anomaly_map, uncovered, self._hidden_share(round_index))
+                uncovered = uncovered | self._normal_blocks(anomaly_map)
         return rounds, rounds[-1]["composite"]
 
-    def _hidden_share(self, round_index: int) -> float:
-        """The share of blocks kept hidden after round ``round_index`` (the last share repeats)."""
-        shares = self.config.refine_hidden_shares
-        return shares[min(round_index, len(shares) - 1)]
-
-    def _uncover_all_but_the_worst(self, anomaly_map: torch.Tensor, uncovered: torch.Tensor, share: float) -> torch.Tensor:
-        """Uncover every block but the ``share`` of all blocks with the highest mean map among those still hidden."""
-        block = self.config.refine_block
-        block_scores = F.avg_pool2d(anomaly_map[None, None], block)[0, 0]
-        still_hidden = ~F.max_pool2d(uncovered.float()[None, None], block)[0, 0].bool()
-        n_keep = min(math.ceil(share * block_scores.numel()), int(still_hidden.sum()))
-        ranked = block_scores.masked_fill(~still_hidden, -math.inf).flatten().argsort(descending=True)
-        hidden_blocks = torch.zeros(block_scores.numel(), dtype=torch.bool, device=anomaly_map.device)
-        hidden_blocks[ranked[:n_keep]] = True
-        hidden = F.interpolate(hidden_blocks.view(1, 1, *block_scores.shape).float(), scale_factor=block, mode="nearest")
-        return ~hidden[0, 0].bool()
+    def _normal_blocks(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Blocks whose share of normal pixels exceeds ``refine_ratio``, as a pixel mask."""
+        cfg = self.config
+        normal = (anomaly_map <= self.state["refine_threshold"]).float()[None, None]
+        share = F.avg_pool2d(normal, cfg.refine_block)
+        return F.interpolate((share > cfg.refine_ratio).float(), scale_factor=cfg.refine_block, mode="nearest")[0, 0].bool()
 
     def infer(self, image: torch.Tensor, with_frames: bool = True) -> Inference:
         rounds, composite = self._refine(image)
@@ -293,15 +254,12 @@ def _round_frame(index: int, refinement_round: dict[str, Any], n_rounds: int) ->
     caption = (
         f"Round {index + 1}/{n_rounds}: every region masked in turn"
         if index == 0
-        else f"Round {index + 1}/{n_rounds}: the {100 - 100 * float(uncovered.mean()):.0f}% most suspicious blocks "
-        "inpainted again, the rest uncovered as normal"
+        else f"Round {index + 1}/{n_rounds}: {100 * float(uncovered.mean()):.0f}% uncovered as normal, the rest inpainted"
     )
-    cell = refinement_round["mask_cell"]
-    mask_title = f"one of the masks (k={cell})" if cell else "input, still-hidden region black"
     return Frame(
         caption=caption,
         panels=(
-            Panel(mask_title, refinement_round["masked_input"].permute(1, 2, 0).cpu().numpy(), "image"),
+            Panel(f"one of the masks (k={refinement_round['mask_cell']})", refinement_round["masked_input"].permute(1, 2, 0).cpu().numpy(), "image"),
             Panel("uncovered (white)", uncovered.cpu().numpy(), "mask"),
             Panel("inpainted", refinement_round["composite"].permute(1, 2, 0).cpu().numpy(), "image"),
             Panel("anomaly map", refinement_round["map"].cpu().numpy(), "heat"),
