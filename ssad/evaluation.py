@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ssad.data import AnomalyDataset
-from ssad.errors import DataError
+from ssad.errors import DataError, SsadError
 from ssad.methods.base import Method, Progress, no_progress
 from ssad.metrics import evaluate_scores, image_auroc, pixel_auroc
 from ssad.precision import resolve_precision
@@ -87,7 +87,11 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
             "hidden_normal_share": round(counts["normal_hidden"] / counts["normal"], 4),
         }
         for name, variant in method.ablations().items():
-            variant.recalibrate(dataset)
+            try:
+                variant.recalibrate(dataset)
+            except SsadError as error:  # the held-out split cannot be rebuilt from this dataset
+                report["refinement"][name] = {"unavailable": str(error)}
+                continue
             ablated = _score_test_set(variant, dataset, progress, f"scoring test images: {name}")
             report["refinement"][name] = {
                 "image_auroc": image_auroc(labels, np.array(ablated.scores)),
