@@ -162,7 +162,7 @@ def test_app_converts_odd_formats_like_the_library(client, inputs, weights, case
     outputs = detect(client, inputs[case])
     expected = service.detect(inputs[case], METHOD.display_name, "mvtec/bottle", weights)
     assert outputs[0] == pytest.approx(expected.result.score, rel=1e-4, abs=1e-4)
-    shown = Image.open(outputs[3]["image"])  # the mask's background is the decoded image
+    shown = Image.open(outputs[4]["image"])  # the mask's background is the decoded image
     assert shown.size == (expected.image.shape[1], expected.image.shape[0])
 
 
