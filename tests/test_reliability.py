@@ -352,10 +352,10 @@ def test_train_limits_on_bytes_and_time_and_mixed_sizes(training_folders, tmp_pa
     images = sorted((training_folders / "mixed").glob("*.png"))
     with pytest.raises(DataError, match="larger than 0 MB"):
         service.collect_training_images(images, tmp_path / "bytes", service.TrainingLimits(max_upload_bytes=10_000))
-    quick = service.TrainingLimits(size=32, target_steps=1, min_epochs=1, max_epochs=1)
+    quick = service.TrainingLimits(step_scale=0.005)  # one optimiser step or so: the wiring, not the model
     with pytest.raises(SsadError, match="ran past the limit of 0 s"):
         service.train_session_model(METHOD.display_name, "slow", images, tmp_path / "time", service.TrainingLimits(max_seconds=0))
-    model, trained = service.train_session_model(METHOD.display_name, "mixed sizes", images, tmp_path / "mixed", quick)
+    model, trained, _ = service.train_session_model(METHOD.display_name, "mixed sizes", images, tmp_path / "mixed", quick)
     assert model == "custom/mixed-sizes" and trained.info["n_train"] + trained.info["n_held_out"] == 4
     assert np.isfinite(trained.predict(load_image(images[2]), with_frames=False).score)
 
@@ -369,14 +369,14 @@ def test_malformed_leaderboard_rows_are_listed_with_line_and_the_tab_still_works
     import app
     from ssad.leaderboard import COLUMNS, load_leaderboard
 
-    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,"
+    good = "DRAEM,mvtec,bottle,image_auroc,0.992,reported,DRAEM paper,,,,,,,,"
     lines = [
         ",".join(COLUMNS), good,
         "DRAEM,mvtec,cable,image_auroc,0.918,reported",  # short row
         good + ",extra",  # one field too many
         good,  # duplicate
         "\x00\x01garbage",  # not a row at all
-        "DRAEM,mvtec,capsule,image_auroc,0.985,reported,DRAEM paper,,,,,,,",
+        "DRAEM,mvtec,capsule,image_auroc,0.985,reported,DRAEM paper,,,,,,,,",
     ]
     results = tmp_path / "results.csv"
     results.write_text("\n".join(lines) + "\n")
