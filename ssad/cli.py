@@ -234,8 +234,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     method = _load(args, args.model or "mvtec/bottle")
     image = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
     precision = resolve_precision(args.precision, method.device)
-    settings = {"fp32": "fp32", precision: precision}  # one entry when both are fp32
-    models = {name: method.with_scoring_settings(precision=name) for name in settings}
+    models = {name: method.with_scoring_settings(precision=name) for name in dict.fromkeys(["fp32", precision])}
     for model in models.values():
         for _ in range(2):
             model.predict(image)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ssad.catalog import DATASETS, OCT_MODEL
 from ssad.errors import WeightsError
 from ssad.hub import HUB_REPO, HUB_REVISION, available_models, load_model, resolve_weights
-from ssad.leaderboard import CATEGORIES
 from ssad.methods import METHODS, Method, method_class
 from ssad.settings import CHECKOUT
 
-USUAL_MODELS = tuple(f"mvtec/{category}" for category in CATEGORIES["mvtec"]) + ("oct/retina",)
+USUAL_MODELS = tuple(f"mvtec/{category}" for category in DATASETS["mvtec"].categories) + (OCT_MODEL,)
 """The categories a visitor may look for; those without weights are listed in About with the reason."""
 
 SessionModels = dict[tuple[str, str], Method]
