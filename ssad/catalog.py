@@ -62,6 +62,10 @@ MVTEC_LAYOUT_DATASETS = ("mvtec", "kolektorsdd", "magnetic_tile")
 """Datasets laid out like MVTec AD: a category folder under them is ``<dataset>/<category>``."""
 OCT_MODEL = "oct/retina"
 """What every OCT2017-layout folder is, whatever it is called."""
+BENCHMARK_FOLDERS = (
+    "mvtec/bottle", "mvtec/cable", "mvtec/pill", "mvtec/toothbrush", "kolektorsdd/commutator", "magnetic_tile/tile", "oct/kermany",
+)
+"""The dataset folders of ``../shared/data`` that the leaderboard measures every method on (``rebuild``'s default)."""
 CUSTOM = "custom"
 """The dataset of a plain folder of normal images (``custom/<folder name>``)."""
 

@@ -24,6 +24,7 @@ from ssad.hub import load_model, resolve_weights
 from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import WEIGHTS_FILE, Progress, sha256_of
 from ssad.precision import PRECISIONS, resolve_precision
+from ssad.recipes import training_config
 from ssad.settings import CHECKOUT
 
 
@@ -105,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cls = method_class(args.method)
     dataset = open_dataset(args.data)
     overrides = {name: getattr(args, name) for name in ("size", "epochs", "seed") if getattr(args, name) is not None}
-    config = dataclasses.replace(cls.config_class(), **config_overrides(cls, args.set), **overrides)
+    config = training_config(cls.id, dataset, {**config_overrides(cls, args.set), **overrides})
     torch.manual_seed(config.seed)
     progress, bar = tqdm_progress(f"train {cls.id} on {dataset.name}")
     try:
@@ -207,7 +208,6 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from ssad.rebuild import Job, job_config
     from ssad.selection import select, select_scoring
 
     cls = method_class(args.method)
@@ -221,7 +221,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         if trained:
             report = select_scoring(trained, dataset, axes, args.copies, args.seed, progress)
         else:
-            base = job_config(Job(cls.id, dataset.root, config_overrides(cls, args.set)), dataset)
+            base = training_config(cls.id, dataset, config_overrides(cls, args.set))
             report = select(cls.id, dataset, base, axes, args.share, args.copies, args.seed, progress, _device(args.device))
     finally:
         bar.close()
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rebuild = commands.add_parser("rebuild", help="train (or reuse) and evaluate every method on every dataset; rewrite the measured leaderboard rows")
     rebuild.add_argument("--methods", nargs="+", help=f"method ids (default: all of {', '.join(METHODS)})")
-    rebuild.add_argument("--data", nargs="+", help="dataset folders (default: ../shared/data mvtec/bottle, mvtec/pill, oct/kermany)")
+    rebuild.add_argument("--data", nargs="+", help="dataset folders (default: the seven benchmark folders of ../shared/data)")
     rebuild.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
     rebuild.add_argument("--retrain", action="store_true", help="train even when the weights are current")
     rebuild.add_argument("--reevaluate", action="store_true", help="evaluate even when a report for the same weights exists")

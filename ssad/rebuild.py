@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from ssad.catalog import BENCHMARK_FOLDERS
 from ssad.data import AnomalyDataset, open_dataset
 from ssad.evaluation import evaluate
 from ssad.hub import WEIGHTS_DIR
@@ -30,28 +31,12 @@ from ssad.methods import METHODS, Method, method_class
 from ssad.methods.base import (
     CONFIG_FILE, WEIGHTS_FILE, MethodConfig, Progress, no_progress, read_config, sha256_of, training_set_change,
 )
+from ssad.recipes import training_config
 from ssad.fingerprint import CodeSource, scoring_fingerprint, training_fingerprint
 from ssad.settings import CHECKOUT, DATA_DIR, RUNS_DIR
 
 STATE_DIR = RUNS_DIR / "rebuild"
-DEFAULT_DATA = [DATA_DIR / name for name in ("mvtec/bottle", "mvtec/pill", "oct/kermany")]
-
-TRAINING_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
-    # 900 training scans against some 200 in an MVTec category: fewer epochs for about as many steps.
-    ("ssm", "oct"): {"epochs": 10},
-    ("st-ssad", "oct"): {"epochs": 22},
-    # DRAEM, SGSF's base, trains 700 epochs of about 200 images at batch 8; 600 at batch 16 sees as many
-    # forged images (the method's default, 200, is for the app's quick training of uploads).
-    ("sgsf", "mvtec"): {"epochs": 600},
-    # At 60 epochs SSM's training loss still fell some 3 % an epoch when the lr first dropped (at 30 %);
-    # wider nets would help more but exceed the 5 MB a default weights file may take (width 16: 4.2 MB).
-    # Measured here at 2.7 s a step on one core, 100 epochs take 1.8 h on bottle and 2.3 h on pill, too
-    # long for one session beside the other jobs: pill keeps the 60 epochs it was trained with.
-    ("ssm", "mvtec/bottle"): {"epochs": 100},
-}
-"""Config overrides per (method id, dataset kind or model) so that every job trains in minutes on a 2-core
-CPU; a model's entry (``mvtec/bottle``) is applied over its kind's (``mvtec``)."""
-
+DEFAULT_DATA = [DATA_DIR / name for name in BENCHMARK_FOLDERS]
 
 @dataclass(frozen=True)
 class Places:
@@ -75,11 +60,9 @@ class Job:
         return f"{self.method} on {self.data}"
 
 
-def job_config(job: Job, dataset: AnomalyDataset) -> Any:
-    """The config the job trains with: the method's defaults, the budgets for this dataset's kind and model, the job's overrides."""
-    cls = method_class(job.method)
-    budget = {**TRAINING_BUDGETS.get((cls.id, dataset.dataset), {}), **TRAINING_BUDGETS.get((cls.id, dataset.name), {})}
-    return dataclasses.replace(cls.config_class(), **{**budget, **job.overrides})
+def job_config(job: Job, dataset: AnomalyDataset) -> MethodConfig:
+    """The config the job trains with: the recipe for this method and dataset, then the job's overrides."""
+    return training_config(job.method, dataset, job.overrides)
 
 
 Step = tuple[Literal["train", "recalibrate"], str]

@@ -57,7 +57,7 @@ def set_aside(dataset: AnomalyDataset, share: float, seed: int) -> tuple[Anomaly
 
 def forge_copies(normals: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
     """``copies`` forged versions of each [N, 3, H, W] normal (SGSF's default forging settings), seeded."""
-    return forge_images(normals, SGSFConfig(size=normals.shape[-1]), torch.Generator().manual_seed(seed), copies)[0]
+    return forge_images(normals, SGSFConfig(), torch.Generator().manual_seed(seed), copies)[0]
 
 
 def forgery_scores(method: Method, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +98,7 @@ def select_scoring(
         )
     _, held_out = held_out_split(dataset, method.config)
     normals = method.load_images(held_out)
-    forged, masks = forge_images(normals, SGSFConfig(size=normals.shape[-1]), torch.Generator().manual_seed(seed), copies)
+    forged, masks = forge_images(normals, SGSFConfig(), torch.Generator().manual_seed(seed), copies)
     labels = np.r_[np.zeros(len(normals)), np.ones(len(forged))]
     results = []
     for overrides in candidate_grid(axes):
@@ -144,16 +144,16 @@ def select(
     if unknown:
         raise SsadError(f"not {cls.display_name} config fields: {', '.join(sorted(unknown))}")
     train_part, aside = set_aside(dataset, share, seed)
-    probes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per input size: the set-aside normals and their forgeries
+    probes: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # per input shape: the set-aside normals and their forgeries
     results = []
     for overrides in candidate_grid(axes):
         method = cls(dataclasses.replace(base, **overrides), device)
         started = time.perf_counter()
         method.fit(train_part, progress)
-        if method.config.size not in probes:
+        if method.shape not in probes:
             normals = method.load_images([sample.path for sample in aside.train])
-            probes[method.config.size] = normals, forge_copies(normals, copies, seed)
-        criterion = forgery_auroc(method, *probes[method.config.size])
+            probes[method.shape] = normals, forge_copies(normals, copies, seed)
+        criterion = forgery_auroc(method, *probes[method.shape])
         results.append({"overrides": overrides, "forgery_auroc": round(criterion, 4), "seconds": round(time.perf_counter() - started, 1)})
     best = max(range(len(results)), key=lambda i: (results[i]["forgery_auroc"], -i))
     return {

@@ -161,7 +161,7 @@ def test_training_config_follows_the_recipe_and_holds_out_enough_to_calibrate():
         few, many = service.training_config(name, 6, limits), service.training_config(name, 32, limits)
         assert few.size == many.size == recipe["size"] and few.epochs >= many.epochs
         steps = many.epochs * -(-24 // recipe["batch_size"])
-        assert steps >= recipe["target_steps"] > steps - -(-24 // recipe["batch_size"])
+        assert steps >= recipe["steps"] > steps - -(-24 // recipe["batch_size"])
 
 
 def test_one_progress_bar_across_sgsf_stages():

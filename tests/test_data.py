@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import real_data
-from ssad.data import MAX_PIXELS, image_to_tensor, load_image, make_synthetic_mvtec, open_dataset, resize_image
+from ssad.data import (
+    MAX_PIXELS, image_to_tensor, input_shape, load_image, make_synthetic_mvtec, median_aspect, open_dataset, resize_image,
+)
 from ssad.catalog import DATASETS, ModelId
 from ssad.errors import DataError, WeightsError
 
@@ -124,10 +126,30 @@ def test_bad_images_are_refused_with_the_reason(tmp_path):
 
 def test_resize_and_tensor():
     pixels = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
-    resized = resize_image(pixels, 16)
-    assert resized.shape == (16, 16, 3)
+    resized = resize_image(pixels, (16, 24))
+    assert resized.shape == (16, 24, 3)
     tensor = image_to_tensor(resized)
-    assert tensor.shape == (3, 16, 16) and 0 <= tensor.min() and tensor.max() <= 1
+    assert tensor.shape == (3, 16, 24) and 0 <= tensor.min() and tensor.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("aspect", "expected"), [(1.0, (128, 128)), (205 / 512, (208, 80)), (512 / 205, (80, 208)), (4 / 3, (112, 144))]
+)
+def test_input_shape_keeps_aspect_and_pixel_count(aspect, expected):
+    height, width = input_shape(aspect, 128, 16)
+    assert (height, width) == expected
+    assert abs(width / height / aspect - 1) < 0.05
+    assert abs(height * width / 128**2 - 1) < 0.05
+
+
+def test_median_aspect_reads_headers_with_exif_rotation(tmp_path):
+    Image.new("RGB", (60, 20)).save(tmp_path / "wide.png")
+    upright = Image.new("RGB", (60, 20))
+    exif = upright.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: shown 20 wide, 60 high
+    upright.save(tmp_path / "rotated.jpg", exif=exif)
+    Image.new("RGB", (20, 60)).save(tmp_path / "tall.png")
+    assert median_aspect([tmp_path / "wide.png", tmp_path / "rotated.jpg", tmp_path / "tall.png"]) == pytest.approx(1 / 3)
 
 
 def test_generator_is_deterministic(tmp_path):

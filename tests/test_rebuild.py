@@ -190,17 +190,23 @@ def test_plan_says_what_each_job_would_do_and_does_nothing(places, synthetic_cat
     assert plan([job], places=places) == [f"{job.describe()}: reuse weights, evaluate"]
 
 
-def test_a_models_budget_applies_over_its_kinds(monkeypatch, synthetic_category):
+def test_a_models_recipe_applies_over_its_kinds(monkeypatch, synthetic_category):
+    from ssad import recipes
     from ssad.data import open_dataset
-    from ssad.methods.sgsf import SGSFConfig
 
-    dataset = open_dataset(synthetic_category)  # mvtec/synth
-    budgets = {("ssm", "mvtec"): {"epochs": 7, "lr": 0.5}, ("ssm", "mvtec/synth"): {"epochs": 9}, ("ssm", "mvtec/other"): {"lr": 0.1}}
-    monkeypatch.setattr(rebuild_module, "TRAINING_BUDGETS", budgets)
+    dataset = open_dataset(synthetic_category)  # mvtec/synth: 24 training images, 2 held out, 22 trained on
+    monkeypatch.setattr(recipes, "RECIPES", {
+        ("ssm", "*"): {"steps": 30, "lr": 0.3},
+        ("ssm", "mvtec"): {"lr": 0.5},
+        ("ssm", "mvtec/synth"): {"epochs": 9},
+        ("ssm", "mvtec/other"): {"lr": 0.1},
+        ("sgsf", "*"): {"steps": 12, "recon_share": 0.5, "batch_size": 4},
+    })
     config = rebuild_module.job_config(Job("ssm", synthetic_category), dataset)
-    assert (config.epochs, config.lr) == (9, 0.5)
+    assert (config.epochs, config.lr, config.input_shape) == (9, 0.5, (128, 128))
     assert rebuild_module.job_config(Job("ssm", synthetic_category, {"epochs": 3}), dataset).epochs == 3
-    assert rebuild_module.job_config(Job("sgsf", synthetic_category), dataset) == SGSFConfig()
+    sgsf = rebuild_module.job_config(Job("sgsf", synthetic_category), dataset)
+    assert (sgsf.epochs, sgsf.recon_epochs) == (2, 1)  # 12 steps of 6 a epoch (22 images, batch 4)
 
 
 def test_plan_recalibrates_after_a_scoring_change_and_retrains_after_a_training_change(places, synthetic_category, code_copy):
@@ -239,3 +245,27 @@ def test_a_changed_training_set_and_a_model_without_fingerprints_retrain(places,
     del description["info"]["fingerprints"]
     config_file.write_text(json.dumps(description))
     assert "before code fingerprints were recorded" in plan([job], places=places)[0]
+
+
+def test_train_defaults_reproduce_every_committed_config():
+    """``train`` with its defaults (the recipe) gives each committed model's recorded config, so nothing is stale by accident."""
+    from conftest import real_data
+    from ssad.catalog import BENCHMARK_FOLDERS
+    from ssad.data import open_dataset
+    from ssad.hub import WEIGHTS_DIR
+    from ssad.methods import method_class
+    from ssad.methods.base import read_config
+    from ssad.recipes import training_config
+
+    datasets = {dataset.name: dataset for dataset in (open_dataset(real_data(folder)) for folder in BENCHMARK_FOLDERS)}
+    differences = {}
+    for config_file in sorted(WEIGHTS_DIR.glob("*/*/*/config.json")):
+        description = read_config(config_file.parent)
+        cls = method_class(description["method"])
+        model = f"{config_file.parts[-3]}/{config_file.parts[-2]}"
+        recorded = json.loads(json.dumps(dataclasses.asdict(cls.config_class.from_saved(description["config"]))))
+        default = json.loads(json.dumps(dataclasses.asdict(training_config(cls.id, datasets[model]))))
+        changed = {k: (recorded.get(k), default.get(k)) for k in recorded.keys() | default.keys() if recorded.get(k) != default.get(k)}
+        if changed:
+            differences[f"{cls.id} {model}"] = changed
+    assert not differences, differences

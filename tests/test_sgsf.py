@@ -71,14 +71,14 @@ def test_forged_images_differ_only_inside_the_mask():
 
 @pytest.mark.parametrize("kind", ["perlin_colour", "stripes", "checkerboard"])
 def test_procedural_textures_vary(kind):
-    texture = procedural_texture(kind, 32, torch.Generator().manual_seed(2))
+    texture = procedural_texture(kind, (32, 32), torch.Generator().manual_seed(2))
     assert texture.shape == (3, 32, 32) and 0 <= texture.min() and texture.max() <= 1 and texture.std() > 0.01
 
 
 def test_contrast_set_retrieval_returns_the_nearest_normals():
     generator = torch.Generator().manual_seed(3)
     bank_images = torch.rand(10, 3, 32, 32, generator=generator)
-    bank = GuidanceBank(10, 32, 8)
+    bank = GuidanceBank(10, (32, 32), 8)
     bank.fill(bank_images)
     query = bank.pixels(torch.tensor([7])) + 0.02 * torch.randn(1, 3, 32, 32, generator=generator)
     slots, similarity = bank.contrast_sets(query, 4)

@@ -18,9 +18,9 @@ TINY = dict(size=32, epochs=6, batch_size=4, base_width=4, cell_sizes=(2, 4, 8),
 
 @pytest.mark.parametrize("cell", [2, 4, 8, 16])
 def test_masks_hide_every_pixel_exactly_once(cell):
-    masks = complementary_masks(64, cell, 3, torch.Generator().manual_seed(0))
-    assert masks.shape == (3, 1, 64, 64)
-    assert torch.equal((1 - masks).sum(dim=0), torch.ones(1, 64, 64))
+    masks = complementary_masks((48, 64), cell, 3, torch.Generator().manual_seed(0))
+    assert masks.shape == (3, 1, 48, 64)
+    assert torch.equal((1 - masks).sum(dim=0), torch.ones(1, 48, 64))
     hidden_share = (1 - masks).mean(dim=(1, 2, 3))
     assert torch.allclose(hidden_share, torch.full((3,), 1 / 3), atol=0.1)
     # Hidden regions are whole k x k cells.
@@ -29,14 +29,14 @@ def test_masks_hide_every_pixel_exactly_once(cell):
 
 
 def test_masks_are_reproducible_and_differ_between_seeds():
-    a = complementary_masks(32, 4, 3, torch.Generator().manual_seed(5))
-    b = complementary_masks(32, 4, 3, torch.Generator().manual_seed(5))
-    c = complementary_masks(32, 4, 3, torch.Generator().manual_seed(6))
+    a = complementary_masks((32, 32), 4, 3, torch.Generator().manual_seed(5))
+    b = complementary_masks((32, 32), 4, 3, torch.Generator().manual_seed(5))
+    c = complementary_masks((32, 32), 4, 3, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_uncover_makes_pixels_visible_everywhere():
-    masks = complementary_masks(16, 2, 3, torch.Generator().manual_seed(0))
+    masks = complementary_masks((16, 16), 2, 3, torch.Generator().manual_seed(0))
     region = torch.zeros(16, 16, dtype=torch.bool)
     region[:8] = True
     out = uncover(masks, region)

@@ -1,7 +1,7 @@
 """Data: the three dataset layouts, predictable image decoding with limits, and a synthetic generator."""
 
 from ssad.data.datasets import AnomalyDataset, Sample, image_files, open_dataset
-from ssad.data.images import MAX_PIXELS, MIN_SIDE, image_to_tensor, load_image, load_mask, resize_image
+from ssad.data.images import MAX_PIXELS, MIN_SIDE, image_to_tensor, input_shape, load_image, load_mask, median_aspect, resize_image
 from ssad.data.synthetic import make_synthetic_mvtec
 
 __all__ = [
@@ -11,9 +11,11 @@ __all__ = [
     "Sample",
     "image_files",
     "image_to_tensor",
+    "input_shape",
     "load_image",
     "load_mask",
     "make_synthetic_mvtec",
+    "median_aspect",
     "open_dataset",
     "resize_image",
 ]

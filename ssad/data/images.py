@@ -16,6 +16,7 @@ either converted by one fixed rule or refused with a :class:`DataError` that say
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ MAX_PIXELS = 50_000_000
 """Largest accepted image (width x height), checked before decoding; about 7000 x 7000."""
 MIN_SIDE = 8
 """Smallest accepted width and height."""
+
+_EXIF_ORIENTATION = 0x0112
 
 ImageSource = np.ndarray | str | Path | bytes
 
@@ -102,11 +105,39 @@ def _check_size(pixels: np.ndarray, name: str) -> np.ndarray:
     return pixels
 
 
-def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
-    """The RGB uint8 image resized to ``size`` x ``size`` (antialiased bicubic; aspect is not kept, as in MVTec)."""
-    if pixels.shape[:2] == (size, size):
+def resize_image(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The RGB uint8 image resized to ``shape`` (height, width), antialiased bicubic."""
+    height, width = shape
+    if pixels.shape[:2] == (height, width):
         return pixels
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC))
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BICUBIC))
+
+
+def input_shape(aspect: float, size: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of about ``size`` x ``size`` pixels with width / height near ``aspect``, both multiples of ``multiple``.
+
+    Keeping the pixel count rather than the long side gives a 205 x 512 scan the compute of a square
+    image, and the network strides need sides that divide evenly.
+    """
+    root = math.sqrt(aspect)
+    return tuple(max(multiple, round(side / multiple) * multiple) for side in (size / root, size * root))  # type: ignore[return-value]
+
+
+def median_aspect(paths: list[Path]) -> float:
+    """The median width / height of the images at ``paths``, read from their headers (EXIF rotation applied)."""
+    aspects = []
+    for path in paths:
+        try:
+            with Image.open(path) as picture:
+                width, height = picture.size
+                if picture.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+        except (OSError, UnidentifiedImageError) as error:
+            raise DataError(f"{path}: unreadable image ({error})") from None
+        aspects.append(width / height)
+    if not aspects:
+        raise DataError("no images to take an aspect ratio from")
+    return float(np.median(aspects))
 
 
 def image_to_tensor(pixels: np.ndarray) -> torch.Tensor:

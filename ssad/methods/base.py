@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ssad.data import AnomalyDataset, image_to_tensor, load_image, resize_image
+from ssad.data import AnomalyDataset, image_to_tensor, input_shape, load_image, median_aspect, resize_image
 from ssad.errors import SsadError, WeightsError
 from ssad.fingerprint import scoring_fingerprint, training_fingerprint
 from ssad.precision import autocast, resolve_precision
@@ -47,7 +47,8 @@ def no_progress(done: int, total: int, message: str) -> None:
 class MethodConfig:
     """Settings common to every method; each method extends it. Saved in ``config.json``."""
 
-    size: int = 128
+    size: int = 128  # the input has about size x size pixels, whatever its aspect
+    input_shape: tuple[int, int] | None = None  # (height, width); None: from the training images' median aspect at fit
     epochs: int = 40
     batch_size: int = 8
     lr: float = 1e-4
@@ -65,7 +66,9 @@ class MethodConfig:
     @classmethod
     def from_saved(cls, values: dict[str, Any]) -> MethodConfig:
         """The config recorded in a ``config.json``, without retired fields; TypeError when it does not fit."""
-        return cls(**{name: value for name, value in values.items() if name not in cls.retired_fields})
+        values = {name: value for name, value in values.items() if name not in cls.retired_fields}
+        shape = values.get("input_shape") or (values.get("size", cls.size),) * 2  # saved before the field: square
+        return cls(**{**values, "input_shape": tuple(shape)})
 
     def training_settings(self) -> dict[str, Any]:
         """The fields that shape the weights, as JSON values (what a retrain would have to reproduce)."""
@@ -102,6 +105,8 @@ class Method(ABC):
     id: ClassVar[str]
     display_name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    input_multiple: ClassVar[int] = 16
+    """What both sides of the input must be a multiple of (the networks' total stride)."""
 
     def __init__(self, config: MethodConfig | None = None, device: str | torch.device = "cpu"):
         self.config = config if config is not None else self.config_class()
@@ -124,7 +129,12 @@ class Method(ABC):
 
     @abstractmethod
     def infer(self, image: torch.Tensor, with_frames: bool = True) -> Inference:
-        """Score one [3, size, size] image in [0, 1] on ``self.device``; called under inference mode."""
+        """Score one [3, H, W] image (``self.shape``) in [0, 1] on ``self.device``; called under inference mode."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The (height, width) every image is resized to before the networks see it."""
+        return tuple(self.config.input_shape) if self.config.input_shape else (self.config.size, self.config.size)  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context for this model's network passes at its configured precision.
@@ -137,12 +147,20 @@ class Method(ABC):
     # ------------------------------------------------------------------ training and calibration
 
     def fit(self, dataset: AnomalyDataset, progress: Progress = no_progress) -> Method:
-        """Train on the dataset's normal training images and calibrate on a held-out part of them."""
-        torch.manual_seed(self.config.seed)
+        """Train on the dataset's normal training images and calibrate on a held-out part of them.
+
+        Without an ``input_shape`` in the config, the training images' median aspect sets it, so a set of
+        205 x 512 scans is not squashed into a square; the networks are built afresh for it at the seed.
+        """
         train_paths, held_out_paths = held_out_split(dataset, self.config)
+        if self.config.input_shape is None:
+            shape = dataset_input_shape(dataset, self.config.size, self.input_multiple)
+            self.config = dataclasses.replace(self.config, input_shape=shape)
+        torch.manual_seed(self.config.seed)
+        self.networks = self.build_networks().to(self.device)
         images = self.load_images(held_out_paths + train_paths, progress)
         data = TrainingData(train=images[len(held_out_paths):], held_out=images[: len(held_out_paths)], dataset=dataset)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.networks.train()
         log = self.train_networks(data, progress)
         self.networks.eval()
@@ -153,6 +171,7 @@ class Method(ABC):
             "n_held_out": len(data.held_out),
             "training_images_sha256": training_images_sha256(dataset),
             "train_seconds": round(time.perf_counter() - started, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu_started, 1),  # the cost when other jobs share the cores
             "threads": torch.get_num_threads(),
             "train_precision": resolve_precision(self.config.precision, self.device),
             "log": log,
@@ -201,10 +220,10 @@ class Method(ABC):
         self.on_loaded()
 
     def load_images(self, paths: list[Path], progress: Progress = no_progress) -> torch.Tensor:
-        """Decode and resize images to the method's input size as one [N, 3, size, size] tensor."""
+        """Decode and resize images to the method's input shape as one [N, 3, H, W] tensor."""
         tensors = []
         for done, path in enumerate(paths, 1):
-            tensors.append(image_to_tensor(resize_image(load_image(path), self.config.size)))
+            tensors.append(image_to_tensor(resize_image(load_image(path), self.shape)))
             progress(done, len(paths), "loading images")
         return torch.stack(tensors)
 
@@ -230,7 +249,7 @@ class Method(ABC):
         if self.calibration is None:
             raise SsadError(f"{self.display_name} model is not trained or loaded")
         pixels = load_image(image)
-        tensor = image_to_tensor(resize_image(pixels, self.config.size)).to(self.device)
+        tensor = image_to_tensor(resize_image(pixels, self.shape)).to(self.device)
         self.networks.eval()
         inference = self.infer(tensor, with_frames=with_frames)
         anomaly_map = F.interpolate(
@@ -348,6 +367,11 @@ def held_out_split(dataset: AnomalyDataset, config: MethodConfig) -> tuple[list[
     n_held_out = min(len(samples) - 1, max(1, round(config.held_out_fraction * len(samples))))
     paths = [samples[i].path for i in order]
     return paths[n_held_out:], paths[:n_held_out]
+
+
+def dataset_input_shape(dataset: AnomalyDataset, size: int, multiple: int) -> tuple[int, int]:
+    """The input (height, width) for a dataset: about ``size`` x ``size`` pixels at its training images' median aspect."""
+    return input_shape(median_aspect([sample.path for sample in dataset.train]), size, multiple)
 
 
 def training_set_change(info: dict[str, Any], dataset: AnomalyDataset) -> str | None:

@@ -20,6 +20,7 @@ from ssad.data.datasets import IMAGE_SUFFIXES
 from ssad.errors import DataError, SsadError
 from ssad.methods import Method, MethodConfig, method_class
 from ssad.methods.base import Progress, held_out_split
+from ssad.recipes import SESSION_RECIPE, epochs_for_steps
 from ssad.service.models import SessionModels, current_device
 
 
@@ -36,16 +37,6 @@ class TrainingLimits:
     max_session_models: int = 3
     step_scale: float = field(default_factory=lambda: float(os.environ.get("SSAD_SESSION_STEP_SCALE", "1")))
     """Multiplies the recipe's target steps (tests of the wiring set ``SSAD_SESSION_STEP_SCALE`` small)."""
-
-
-SESSION_RECIPE: dict[str, dict[str, Any]] = {
-    "ssm": {"size": 64, "batch_size": 4, "target_steps": 200, "lr": 1e-3, "lr_milestones": (0.8,)},  # 128 px: > 180 s here
-    "sgsf": {"size": 128, "batch_size": 8, "target_steps": 360, "recon_share": 0.15},
-    "st-ssad": {"size": 128, "batch_size": 32, "target_steps": 160},
-}
-"""Session training, per method: input size, batch, optimiser steps aimed at whatever the number of images
-(``recon_share``: SGSF's reconstruction stage as a share of its segmentation steps), other config fields.
-Sized so that 16 bottle images train within ``TrainingLimits.max_seconds`` on 2 shared CPU cores."""
 
 
 def session_sizes() -> str:
@@ -117,14 +108,10 @@ def held_out_count(n_images: int, limits: TrainingLimits = TrainingLimits()) -> 
 def training_config(method_name: str, n_images: int, limits: TrainingLimits = TrainingLimits()) -> MethodConfig:
     """The method's defaults with the session recipe, and as many epochs as give its target steps on ``n_images``."""
     cls = method_class(method_name)
-    recipe = dict(SESSION_RECIPE[cls.id])
-    target_steps, recon_share = recipe.pop("target_steps"), recipe.pop("recon_share", None)
+    recipe = SESSION_RECIPE[cls.id]
     n_held_out = held_out_count(n_images, limits)
-    steps_per_epoch = max(1, -(-(n_images - n_held_out) // recipe["batch_size"]))
-    epochs = max(1, -(-max(1, round(target_steps * limits.step_scale)) // steps_per_epoch))
-    if recon_share is not None:
-        recipe["recon_epochs"] = max(1, round(recon_share * epochs))
-    return dataclasses.replace(cls.config_class(), **recipe, epochs=epochs, held_out_fraction=n_held_out / n_images)
+    fields = epochs_for_steps(recipe, n_images - n_held_out, recipe["batch_size"], limits.step_scale)
+    return dataclasses.replace(cls.config_class(), **fields, held_out_fraction=n_held_out / n_images)
 
 
 class StagedProgress:

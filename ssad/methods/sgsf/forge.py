@@ -61,9 +61,9 @@ def saliency_perlin_mask(
     )
 
 
-def _pixel_grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    coordinates = torch.arange(size, dtype=torch.float32)
-    return coordinates[:, None].expand(size, size), coordinates[None, :].expand(size, size)
+def _pixel_grid(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, columns = (torch.arange(side, dtype=torch.float32) for side in shape)
+    return rows[:, None].expand(shape), columns[None, :].expand(shape)
 
 
 def _two_colour(pattern: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -72,15 +72,16 @@ def _two_colour(pattern: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return first + (second - first) * pattern[None]
 
 
-def procedural_texture(kind: str, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A [3, size, size] texture in [0, 1]: Perlin colour noise, stripes or a checkerboard at a random scale and angle."""
+def procedural_texture(kind: str, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """A [3, H, W] texture in [0, 1]: Perlin colour noise, stripes or a checkerboard at a random scale and angle."""
     if kind == "perlin_colour":
         cells = 2 ** _randint(1, 3, generator)
-        channels = torch.stack([fractal_perlin_noise(size, size, cells, 3, generator) for _ in range(3)])
+        channels = torch.stack([fractal_perlin_noise(*shape, cells, 3, generator) for _ in range(3)])
         low = channels.amin(dim=(1, 2), keepdim=True)
         high = channels.amax(dim=(1, 2), keepdim=True)
         return (channels - low) / (high - low).clamp_min(1e-8)
-    ys, xs = _pixel_grid(size)
+    ys, xs = _pixel_grid(shape)
+    size = max(shape)
     angle = _uniform(0, math.pi, generator)
     along = xs * math.cos(angle) + ys * math.sin(angle)
     period = _uniform(size / 32, size / 5, generator)
@@ -134,7 +135,7 @@ def anomaly_source(images: torch.Tensor, index: int, config: SGSFConfig, generat
         other = (index + _randint(1, len(images) - 1, generator)) % len(images)
         source = transformed_patch(images[other], config, generator)
     else:
-        source = procedural_texture("perlin_colour" if kind == "patch" else kind, images.shape[-1], generator)
+        source = procedural_texture("perlin_colour" if kind == "patch" else kind, tuple(images.shape[-2:]), generator)
     return recolour(source, generator)
 
 

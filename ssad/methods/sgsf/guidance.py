@@ -36,10 +36,10 @@ def farthest_point_order(features: torch.Tensor, count: int) -> torch.Tensor:
 class GuidanceBank(nn.Module):
     """``slots`` normal images (uint8 buffers) and their retrieval features (float buffers)."""
 
-    def __init__(self, slots: int, size: int, retrieval_size: int):
+    def __init__(self, slots: int, shape: tuple[int, int], retrieval_size: int):
         super().__init__()
         self.retrieval_size = retrieval_size
-        self.register_buffer("images", torch.zeros(slots, 3, size, size, dtype=torch.uint8))
+        self.register_buffer("images", torch.zeros(slots, 3, *shape, dtype=torch.uint8))
         self.register_buffer("features", torch.zeros(slots, 3 * retrieval_size * retrieval_size))
 
     def fill(self, images: torch.Tensor) -> None:

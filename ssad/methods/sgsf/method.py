@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from ssad.data import AnomalyDataset, image_to_tensor, load_image, open_dataset, resize_image
 from ssad.errors import DataError
-from ssad.methods.base import Inference, Method, Progress, TrainingData
+from ssad.methods.base import Inference, Method, Progress, TrainingData, dataset_input_shape
 from ssad.methods.sgsf.config import SGSFConfig
 from ssad.methods.sgsf.forge import forge_batch, forge_images
 from ssad.methods.sgsf.guidance import GuidanceBank, farthest_point_order, retrieval_features
@@ -78,7 +78,7 @@ class SGSF(Method):
             {
                 "reconstruction": ReconstructionNet(tuple(cfg.widths)),
                 "segmentation": GuidedSegmentationNet(tuple(cfg.widths), cfg.head_prior),
-                "bank": GuidanceBank(cfg.guidance_bank_size, cfg.size, cfg.retrieval_size),
+                "bank": GuidanceBank(cfg.guidance_bank_size, self.shape, cfg.retrieval_size),
             }
         ).to(memory_format=torch.channels_last)
 
@@ -185,7 +185,7 @@ class SGSF(Method):
         return self._reconstruct(guide_images)[1]
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(logits, size=(self.config.size, self.config.size), mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=self.shape, mode="bilinear", align_corners=False)
 
     # ------------------------------------------------------------------ inference
 
@@ -227,7 +227,7 @@ class SGSF(Method):
             ),
         ]
         for level, level_logits in enumerate(logits):
-            scale = cfg.size // level_logits.shape[-1]
+            scale = self.shape[-1] // level_logits.shape[-1]
             name = "final map" if level == len(logits) - 1 else f"map at 1/{scale} scale"
             frames.append(
                 Frame(
@@ -256,7 +256,8 @@ def forged_examples(
         raise DataError(f"{dataset.root}: no training images to forge anomalies on")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(dataset.train), size=min(len(dataset.train), max(n, pool)), replace=False)
-    images = torch.stack([image_to_tensor(resize_image(load_image(dataset.train[i].path), config.size)) for i in chosen])
+    shape = config.input_shape or dataset_input_shape(dataset, config.size, SGSF.input_multiple)
+    images = torch.stack([image_to_tensor(resize_image(load_image(dataset.train[i].path), shape)) for i in chosen])
     copies = math.ceil(n / len(images))
     forged, masks = forge_images(images, config, torch.Generator().manual_seed(seed), copies)
     return [(forged[i].permute(1, 2, 0).numpy(), masks[i, 0].numpy()) for i in range(n)]

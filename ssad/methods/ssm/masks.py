@@ -6,21 +6,22 @@ import torch
 import torch.nn.functional as F
 
 
-def complementary_masks(size: int, cell: int, n_masks: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n_masks`` masks [n, 1, size, size] (1 = visible, 0 = hidden) that partition the image's cells.
+def complementary_masks(shape: tuple[int, int], cell: int, n_masks: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n_masks`` masks [n, 1, H, W] (1 = visible, 0 = hidden) that partition the image's cells.
 
-    The (size/cell)^2 cells are randomly permuted and cut into ``n_masks`` equal groups (SSM's
+    The (H/cell) x (W/cell) cells are randomly permuted and cut into ``n_masks`` equal groups (SSM's
     ``gen_mask``; a remainder makes the last group smaller); mask i hides the cells of group i.
     """
-    if size % cell:
-        raise ValueError(f"cell size {cell} does not divide the input size {size}")
-    grid = size // cell
-    n_cells = grid * grid
+    height, width = shape
+    if height % cell or width % cell:
+        raise ValueError(f"cell size {cell} does not divide the input shape {height} x {width}")
+    rows, columns = height // cell, width // cell
+    n_cells = rows * columns
     group_size = -(-n_cells // n_masks)
     order = torch.randperm(n_cells, generator=generator)
     group = torch.empty(n_cells, dtype=torch.long)
     group[order] = torch.arange(n_cells) // group_size
-    hidden = group.view(1, grid, grid) == torch.arange(n_masks).view(-1, 1, 1)
+    hidden = group.view(1, rows, columns) == torch.arange(n_masks).view(-1, 1, 1)
     visible = (~hidden).float().unsqueeze(1)
     return F.interpolate(visible, scale_factor=cell, mode="nearest")
 

@@ -107,7 +107,7 @@ class SSM(Method):
                 if cfg.flip_augment:
                     batch = _random_flips(batch, generator)
                 cell = cfg.cell_sizes[int(torch.randint(len(cfg.cell_sizes), (1,), generator=generator))]
-                masks = complementary_masks(cfg.size, cell, cfg.n_masks, generator).to(self.device)
+                masks = complementary_masks(self.shape, cell, cfg.n_masks, generator).to(self.device)
                 loss = self._inpainting_loss(batch, masks)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -173,7 +173,7 @@ class SSM(Method):
             cached = self._inference_masks = [
                 torch.cat(
                     [
-                        complementary_masks(cfg.size, cell, cfg.n_masks, torch.Generator().manual_seed(cfg.inference_seed + r))
+                        complementary_masks(self.shape, cell, cfg.n_masks, torch.Generator().manual_seed(cfg.inference_seed + r))
                         for cell in cfg.cell_sizes
                     ]
                 ).to(self.device)
@@ -188,13 +188,13 @@ class SSM(Method):
         n_cells = len(cfg.cell_sizes)
         weights = torch.tensor([c**2 for c in cfg.cell_sizes], dtype=torch.float32, device=self.device)
         weights = (weights / weights.sum()).view(n_cells, 1, 1, 1)
-        uncovered = torch.zeros(cfg.size, cfg.size, dtype=torch.bool, device=self.device)
+        uncovered = torch.zeros(self.shape, dtype=torch.bool, device=self.device)
         rounds = []
         for round_index in range(iterations):
             masks = uncover(self._masks_for_round(round_index), uncovered)
             outputs = self._run_passes(image[None], masks)[:, 0, :3]  # [cells*n_masks, 3, H, W]
-            hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, cfg.size, cfg.size)
-            composite = (outputs.view(n_cells, cfg.n_masks, 3, cfg.size, cfg.size) * hidden).sum(dim=1)
+            hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, *self.shape)
+            composite = (outputs.view(n_cells, cfg.n_masks, 3, *self.shape) * hidden).sum(dim=1)
             # Pixels visible in every mask have no prediction: they keep the input.
             composite = composite + image * (1 - hidden.sum(dim=1))
             gms_error = (weights * msgms_anomaly_map(image.expand_as(composite), composite)).sum(dim=0)[0]

@@ -114,11 +114,11 @@ class STSSADConfig(MethodConfig):
 class ScoringState(nn.Module):
     """Tensor state saved with the weights: Gaussians of embeddings and feature maps, tuning thumbnails."""
 
-    def __init__(self, feature_dim: int, map_channels: int, map_size: int, recorded: int, thumbnail: int):
+    def __init__(self, feature_dim: int, map_channels: int, map_shape: tuple[int, int], recorded: int, thumbnail: int):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_whitener", torch.eye(feature_dim))
-        self.register_buffer("map_mean", torch.zeros(map_size, map_size, map_channels))
+        self.register_buffer("map_mean", torch.zeros(*map_shape, map_channels))
         self.register_buffer("map_whitener", torch.eye(map_channels))
         self.register_buffer("thumbnails", torch.zeros(recorded, 3, thumbnail, thumbnail))
 
@@ -142,13 +142,14 @@ class STSSAD(Method):
         )
         map_channels = sum(cfg.widths[i] for i in cfg.map_stages)
         scoring = ScoringState(
-            sum(cfg.widths[i] for i in cfg.score_stages), map_channels, self._map_size(), cfg.recorded_steps, cfg.thumbnail_size
+            sum(cfg.widths[i] for i in cfg.score_stages), map_channels, self._map_shape(), cfg.recorded_steps, cfg.thumbnail_size
         )
         detector = Detector(tuple(cfg.widths), cfg.hidden, cfg.embedding_dim).to(memory_format=torch.channels_last)
         return nn.ModuleDict({"detector": detector, "augmentation": augmentation, "scoring": scoring})
 
-    def _map_size(self) -> int:
-        return self.config.size // 2 ** (2 + min(self.config.map_stages))
+    def _map_shape(self) -> tuple[int, int]:
+        stride = 2 ** (2 + min(self.config.map_stages))
+        return -(-self.shape[0] // stride), -(-self.shape[1] // stride)  # stride-2 convolutions round up
 
     # ------------------------------------------------------------------ training
 
@@ -328,8 +329,7 @@ class STSSAD(Method):
 
     def _map_features(self, stage_maps: list[torch.Tensor]) -> torch.Tensor:
         """The chosen stage maps, upsampled to the finest of them and concatenated: [B, g, g, C]."""
-        size = self._map_size()
-        chosen = [F.interpolate(stage_maps[i], size=size, mode="bilinear", align_corners=False) for i in self.config.map_stages]
+        chosen = [F.interpolate(stage_maps[i], size=self._map_shape(), mode="bilinear", align_corners=False) for i in self.config.map_stages]
         return torch.cat(chosen, dim=1).permute(0, 2, 3, 1)
 
     # ------------------------------------------------------------------ inference
@@ -341,7 +341,7 @@ class STSSAD(Method):
         score = mahalanobis(self._pooled_features(stage_maps), scoring.feature_mean, scoring.feature_whitener)[0]
         features = self._map_features(stage_maps)[0]
         distances = mahalanobis(features - scoring.map_mean, torch.zeros_like(scoring.map_mean[0, 0]), scoring.map_whitener)
-        anomaly_map = F.interpolate(distances[None, None], size=cfg.size, mode="bilinear", align_corners=False)
+        anomaly_map = F.interpolate(distances[None, None], size=self.shape, mode="bilinear", align_corners=False)
         anomaly_map = gaussian_blur(anomaly_map, cfg.map_sigma)[0, 0]
         frames = (*self._tuning_frames(), _map_frame(image, anomaly_map)) if with_frames else ()
         return Inference(
