@@ -38,6 +38,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
             ),
             "cc-by-nc-sa-4.0", _MVTEC_CREDIT, "Voxel51/mvtec-ad",
+            category_labels={"cable": "cable, this copy's split", "toothbrush": "toothbrush, this copy's split"},
         ),
         DatasetInfo(
             "kolektorsdd", "KolektorSDD", ("commutator",), "cc-by-nc-sa-4.0",

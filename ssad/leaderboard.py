@@ -149,7 +149,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     for column in shown.columns:
         if column not in ("method", "source", "provenance"):
             shown[column] = [f"{v:.1f}" if isinstance(v, float) and not math.isnan(v) else "n/a" for v in shown[column]]
-    return shown.rename(columns={c: f"{c} ({CATEGORY_LABELS[c]})" for c in shown.columns if c in CATEGORY_LABELS})
+    return shown.rename(columns=CATEGORY_LABELS)
 
 
 METRIC_RANGE = {"image_auroc": (50.0, 100.0), "pixel_auroc": (50.0, 100.0), "pixel_ap": (0.0, 100.0),
@@ -263,17 +263,33 @@ def measured_rows(report: dict[str, Any], info: dict[str, Any], config: dict[str
                 "value": f"{value:.4f}",
                 "source": "measured",
                 "reference": "",
-                "resolution": config.get("size"),
+                "resolution": _resolution(config),
                 "precision": _precision_note(info.get("train_precision", "fp32"), report.get("precision", "fp32")),
                 "epochs": config.get("epochs"),
-                "train_minutes": round(info.get("train_seconds", 0) / 60, 1),
+                "train_minutes": round(info.get("train_cpu_seconds", info.get("train_seconds", 0)) / 60, 1),
                 "device": info.get("device"),
                 "commit": info.get("commit"),
                 "date": info.get("date"),
-                "note": f"{CATEGORY_LABELS.get(report['category'], DATASETS[report['dataset']])}, {report['n_test']} test images",
+                "note": _note(report),
             }
         )
     return rows
+
+
+def _resolution(config: dict[str, Any]) -> str:
+    """The network input as ``HxW`` (models saved before ``input_shape`` were square at ``size``)."""
+    height, width = config.get("input_shape") or (config.get("size"),) * 2
+    return f"{height}x{width}"
+
+
+def _note(report: dict[str, Any]) -> str:
+    """What the figure is measured on, with the image AUROC of each anomaly class and scan width where there are several."""
+    parts = [f"{CATEGORY_LABELS.get(report['category'], DATASETS[report['dataset']])}, {report['n_test']} test images"]
+    for title, key in (("per class", "per_class_auroc"), ("per width", "per_width_auroc")):
+        groups = report.get(key) or {}
+        if len(groups) > 1:
+            parts.append(f"{title} " + ", ".join(f"{name} {value:.3f}" for name, value in groups.items() if value is not None))
+    return "; ".join(parts)
 
 
 def _precision_note(trained: str, evaluated: str) -> str:
