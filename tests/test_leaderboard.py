@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssad.leaderboard import (
+    CATEGORY_LABELS,
     CATEGORIES,
     COLUMNS,
     RESULTS_FILE,
@@ -92,7 +93,8 @@ def test_charts_have_one_trace_per_method_and_keep_gaps(tmp_path):
     board = load_leaderboard(RESULTS_FILE)
     bars = grouped_bars(board, "mvtec", "pixel_auroc")
     assert len(bars.data) == len(results_table(board, "mvtec", "pixel_auroc"))
-    assert list(bars.data[0].x) == [*CATEGORIES["mvtec"], "mean"]
+    assert list(bars.data[0].x) == [*(CATEGORY_LABELS.get(c, c) for c in CATEGORIES["mvtec"]), "mean"]
+    assert "cable, this copy's split" in bars.data[0].x  # not the official test split: said on the axis
     heat = heatmap(board, "mvtec", "image_auroc")
     assert "n/a" in {t for row in heat.data[0].text for t in row}
 
@@ -118,3 +120,16 @@ def test_rewriting_measured_rows_keeps_their_place(tmp_path):
         write_measured(measured_rows({**report, "image_auroc": value}, info, {"size": 128, "epochs": 1}, method), path)
     rows = load_leaderboard(path).rows
     assert list(rows["method"]) == ["SSM", "SGSF"] and list(rows["value"]) == [0.95, 0.8]
+
+
+def test_measured_rows_say_the_input_shape_cpu_minutes_and_each_class_and_width():
+    report = {
+        "method": "sgsf", "dataset": "oct", "category": "retina", "n_test": 503, "image_auroc": 0.9,
+        "per_class_auroc": {"CNV": 0.95, "DME": 0.9, "DRUSEN": 0.8}, "per_width_auroc": {"512": 0.91, "768": 0.7},
+    }
+    info = {"train_seconds": 900.0, "train_cpu_seconds": 600.0, "device": "cpu", "commit": "abc", "date": "2026-12-02"}
+    (row,) = measured_rows(report, info, {"size": 128, "input_shape": [80, 208], "epochs": 3}, "SGSF")
+    assert (row["resolution"], row["train_minutes"]) == ("80x208", 10.0)
+    assert row["note"] == "Kermany OCT, this split, 503 test images; per class CNV 0.950, DME 0.900, DRUSEN 0.800; per width 512 0.910, 768 0.700"
+    (old,) = measured_rows({**report, "per_width_auroc": {}}, {"train_seconds": 60.0}, {"size": 128}, "SGSF")
+    assert (old["resolution"], old["train_minutes"]) == ("128x128", 1.0)
