@@ -9,13 +9,18 @@ from pathlib import Path
 from PIL import Image
 
 from ssad import service
+from ssad.catalog import MVTEC_LAYOUT_DATASETS, OCT_MODEL
 from ssad.data.datasets import IMAGE_SUFFIXES
 from ssad.leaderboard import CATEGORIES, RESULTS_FILE, Leaderboard
 from ssad.methods import METHODS
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-EXAMPLE_MODELS = {"mvtec/bottle": "mvtec/bottle", "mvtec/pill": "mvtec/pill", "oct": "oct/retina"}
-"""Example folder -> the model its images are scored with."""
+EXAMPLE_MODELS = {
+    **{f"{dataset}/{category.name}": f"{dataset}/{category.name}"
+       for dataset in MVTEC_LAYOUT_DATASETS for category in sorted((EXAMPLES_DIR / dataset).glob("*")) if category.is_dir()},
+    "oct": OCT_MODEL,
+}
+"""Example folder -> the model its images are scored with (``examples/<dataset>/<category>/``, and ``examples/oct/``)."""
 THUMBNAIL = 128
 CSS = """
 .verdict {border-radius: 10px; padding: 12px 16px; color: white; font-size: 1.05rem}
@@ -49,7 +54,9 @@ def examples(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]
             kind = path.stem.split("-")[0].lower() if sub == "oct" else path.stem.rsplit("_", 1)[0]
             thumbnail = folder / f"{sub.replace('/', '-')}-{path.stem}.jpg"
             with Image.open(path) as picture:
-                picture.convert("RGB").resize((THUMBNAIL, THUMBNAIL)).save(thumbnail, quality=85)
+                small = picture.convert("RGB")
+                small.thumbnail((THUMBNAIL, THUMBNAIL))  # aspect kept: a 205 x 512 scan stays narrow
+                small.save(thumbnail, quality=85)
             thumbnails.append((str(thumbnail), f"{sub.split('/')[-1]} · {kind.replace('_', ' ')}"))
             targets.append((str(path), model))
     return thumbnails, targets
@@ -109,6 +116,14 @@ No image is ever min-max normalised on its own, so a normal image looks calm and
 - **Retinal OCT** — D. Kermany, K. Zhang, M. Goldbaum, *Labeled Optical Coherence Tomography (OCT) and Chest
   X-Ray Images for Classification*, Mendeley Data (doi:10.17632/rscbjbr9sj.2), licensed **CC BY 4.0**.
   Our OCT results are on *this split* of the Kermany data, not the official OCT2017 test split.
+- **KolektorSDD** — D. Tabernik, S. Šela, J. Skvarč, D. Skočaj, *Segmentation-based deep-learning approach for
+  surface-defect detection*, Journal of Intelligent Manufacturing 2020; ViCoS Lab, University of Ljubljana,
+  licensed **CC BY-NC-SA 4.0**. Its train/test split is ours (the dataset has none for unsupervised training).
+- **Magnetic-tile defects** — Y. Huang, C. Qiu, K. Yuan, *Surface defect saliency of magnetic tile*, The Visual
+  Computer 2020; no licence is stated by the source. Its train/test split is ours.
+- MVTec *cable* and *toothbrush* come from a copy whose test split differs slightly from the official one
+  (a few cable test images missing; toothbrush's test/good drawn from its training images): their figures
+  are on this copy's split.
 - Built with PyTorch and Gradio. Weights are embedded in `weights/` or fetched from the Hugging Face Hub
   (`{repo}@{revision}`) and cached.
 """
