@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
@@ -14,6 +14,45 @@ from ssad.errors import DataError, SsadError
 from ssad.methods.base import Method, Progress, no_progress
 from ssad.metrics import evaluate_scores, image_auroc, pixel_auroc
 from ssad.precision import resolve_precision
+
+
+MAX_SCAN_WIDTHS = 8
+"""Per-width AUROC is reported when the test images come in a few widths (OCT acquisitions), not one per image."""
+
+
+class AblationMetrics(TypedDict, total=False):
+    """A method variant without one of its mechanisms, recalibrated and evaluated like the method."""
+
+    image_auroc: float | None
+    pixel_auroc: float | None
+    unavailable: str
+
+
+class Refinement(TypedDict, total=False):
+    """SSM's refinement measured: pixels still hidden in its last round, and each ablation (``one_round``)."""
+
+    hidden_defect_share: float | None
+    hidden_normal_share: float
+    one_round: AblationMetrics
+
+
+class EvaluationReport(TypedDict, total=False):
+    """What ``evaluate`` returns (and ``python -m ssad evaluate`` prints as JSON)."""
+
+    method: str
+    dataset: str
+    category: str
+    image_auroc: float | None
+    pixel_auroc: float | None
+    pixel_ap: float | None
+    aupro: float | None
+    image_f1_max: float | None
+    n_test: int
+    seconds_per_image: float
+    precision: str
+    per_class_auroc: dict[str, float]
+    per_width_auroc: dict[str, float]
+    refinement: Refinement
 
 
 @dataclass
@@ -53,12 +92,12 @@ def _score_test_set(method: Method, dataset: AnomalyDataset, progress: Progress,
     return out
 
 
-def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_progress) -> dict[str, Any]:
+def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_progress) -> EvaluationReport:
     """The contract's evaluation JSON: image and pixel metrics over the test split, and time per image.
 
     Maps are compared with the masks at the masks' own resolution. The AUROC of each defect type or
     disease class against the normal test images is added under ``per_class_auroc``, and of each image
-    width under ``per_width_auroc`` where widths differ (OCT scans). A method with refinement (SSM) adds
+    width under ``per_width_auroc`` where they come in a few widths (OCT scans). A method with refinement (SSM) adds
     ``refinement``: the share of defect and of normal pixels still hidden in its last round, pooled over
     the test set, and the metrics of each of its ablations (``one_round``), recalibrated on the same
     held-out normals.
@@ -68,7 +107,7 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
     labels = np.array([sample.label for sample in dataset.test])
     tested = _score_test_set(method, dataset, progress, "scoring test images")
     scores = np.array(tested.scores)
-    report: dict[str, Any] = {
+    report: EvaluationReport = {
         "method": method.id,
         "dataset": dataset.dataset,
         "category": dataset.category,
@@ -78,7 +117,7 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
         "precision": resolve_precision(method.config.precision, method.device),
     }
     report["per_class_auroc"] = _per_class_auroc(dataset, scores)
-    if len(set(tested.widths)) > 1:
+    if 1 < len(set(tested.widths)) <= MAX_SCAN_WIDTHS:
         report["per_width_auroc"] = _per_group_auroc(labels, scores, np.array(tested.widths))
     if tested.hidden["normal"]:
         counts = tested.hidden

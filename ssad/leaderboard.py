@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ssad.catalog import DATASETS as CATALOG
+from ssad.evaluation import MAX_SCAN_WIDTHS
 from ssad.settings import RESULTS_FILE
 
 
@@ -287,7 +288,7 @@ def _note(report: dict[str, Any]) -> str:
     parts = [f"{CATEGORY_LABELS.get(report['category'], DATASETS[report['dataset']])}, {report['n_test']} test images"]
     for title, key in (("per class", "per_class_auroc"), ("per width", "per_width_auroc")):
         groups = report.get(key) or {}
-        if len(groups) > 1:
+        if 1 < len(groups) <= MAX_SCAN_WIDTHS:
             parts.append(f"{title} " + ", ".join(f"{name} {value:.3f}" for name, value in groups.items() if value is not None))
     return "; ".join(parts)
 

@@ -18,13 +18,13 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 import torch
 
 from ssad.catalog import BENCHMARK_FOLDERS
 from ssad.data import AnomalyDataset, open_dataset
-from ssad.evaluation import evaluate
+from ssad.evaluation import EvaluationReport, evaluate
 from ssad.hub import WEIGHTS_DIR
 from ssad.leaderboard import RESULTS_FILE, measured_rows, write_measured
 from ssad.methods import METHODS, Method, method_class
@@ -67,6 +67,21 @@ def job_config(job: Job, dataset: AnomalyDataset) -> MethodConfig:
 
 Step = tuple[Literal["train", "recalibrate"], str]
 """What a model needs before it is current, and why."""
+
+
+class JobRecord(TypedDict):
+    """One job's outcome, kept in ``runs/rebuild/<method>__<dataset>__<category>.json``: the report and what made it."""
+
+    job: str
+    weights: str
+    weights_sha256: str
+    config_sha256: str
+    report: EvaluationReport
+    info: dict[str, Any]
+    config: dict[str, Any]
+    display_name: str
+    step: list[str] | None
+    evaluated: NotRequired[bool]
 
 
 def needed_step(cls: type[Method], folder: Path, config: MethodConfig, dataset: AnomalyDataset, code: CodeSource | None = None) -> Step | None:
@@ -120,7 +135,7 @@ def _model_checksums(folder: Path) -> dict[str, str]:
     return {"weights_sha256": sha256_of(folder / WEIGHTS_FILE), "config_sha256": sha256_of(folder / CONFIG_FILE)}
 
 
-def _reusable_report(state_file: Path, checksums: dict[str, str]) -> dict[str, Any] | None:
+def _reusable_report(state_file: Path, checksums: dict[str, str]) -> JobRecord | None:
     """The job's saved record when it was made for this very model (weights and calibration), else None."""
     if not state_file.is_file():
         return None
@@ -152,7 +167,7 @@ def plan(jobs: list[Job], retrain: bool = False, reevaluate: bool = False, place
 
 def run_job(
     job: Job, places: Places = Places(), retrain: bool = False, reevaluate: bool = False, progress: Progress = no_progress
-) -> dict[str, Any]:
+) -> JobRecord:
     """Train or recalibrate if needed, evaluate if needed; returns the job's record (report, what was done, weights)."""
     cls, dataset, folder, state_file, config, step = _step(job, places, retrain)
     if step is not None and step[0] == "train":
@@ -168,7 +183,7 @@ def run_job(
         return {**record, "step": None, "evaluated": False}
     method = cls.load(folder)
     report = evaluate(method, dataset, progress)
-    record = {
+    record: JobRecord = {
         "job": job.describe(),
         "weights": str(folder.relative_to(CHECKOUT)) if folder.is_relative_to(CHECKOUT) else str(folder),
         **checksums,
@@ -183,7 +198,7 @@ def run_job(
     return {**record, "evaluated": True}
 
 
-def _run_quietly(job: Job, places: Places, retrain: bool, reevaluate: bool, threads: int) -> dict[str, Any]:
+def _run_quietly(job: Job, places: Places, retrain: bool, reevaluate: bool, threads: int) -> JobRecord:
     torch.set_num_threads(threads)
     return run_job(job, places, retrain, reevaluate)
 
@@ -191,7 +206,7 @@ def _run_quietly(job: Job, places: Places, retrain: bool, reevaluate: bool, thre
 def rebuild(
     jobs: list[Job], parallel: int = 1, retrain: bool = False, reevaluate: bool = False,
     progress_for: Any = None, log: Any = print, places: Places = Places(),
-) -> list[dict[str, Any]]:
+) -> list[JobRecord]:
     """Run every job (in ``parallel`` processes when above 1), then write the measured rows of all of them."""
     records = []
     if parallel <= 1:
@@ -216,13 +231,13 @@ def rebuild(
     return records
 
 
-def _done_line(record: dict[str, Any]) -> str:
+def _done_line(record: JobRecord) -> str:
     step = record["step"]
     action = {"train": "trained", "recalibrate": "recalibrated"}[step[0]] + f" ({step[1]})" if step else "reused weights"
     return f"{record['job']}: {action}, {'evaluated' if record['evaluated'] else 'report reused'}"
 
 
-def summary_table(records: list[dict[str, Any]]) -> str:
+def summary_table(records: list[JobRecord]) -> str:
     """A plain-text table: one line per job with its metrics (percent) and training minutes."""
     metrics = ("image_auroc", "pixel_auroc", "pixel_ap", "aupro", "image_f1_max")
     header = f"{'method':<8} {'model':<14} " + " ".join(f"{m:>12}" for m in metrics) + f" {'train min':>9}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +31,44 @@ def test_pip_install_gives_the_ssad_command_outside_the_checkout(tmp_path):
     module, weights = where.stdout.split()
     assert str(venv) in module and not module.startswith(str(REPO_ROOT))  # the installed copy, not the checkout
     assert Path(weights).parent == Path(module).parent.parent
+
+
+def ssad_import_graph(package: Path = REPO_ROOT / "ssad") -> dict[str, set[str]]:
+    """Module -> the ssad modules it imports (at the top or inside functions), from the source."""
+    modules = {
+        ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package.rglob("*.py")
+    }
+
+    def module_of(name: str) -> str:
+        while name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ssad":
+                imported |= {module_of(f"{node.module}.{alias.name}") for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {module_of(alias.name) for alias in node.names if alias.name.split(".")[0] == "ssad"}
+        # A package's __init__ gathering its own modules is not a cycle.
+        graph[name] = {other for other in imported if other != name and not other.startswith(f"{name}.")}
+    return graph
+
+
+def test_no_import_cycle_in_ssad():
+    graph = ssad_import_graph()
+    assert "ssad.recipes" in graph["ssad.cli"]  # the graph sees imports
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+
+
+def test_the_import_graph_finds_a_cycle(tmp_path):
+    package = tmp_path / "ssad"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from ssad.b import thing\n")
+    (package / "b.py").write_text("def thing():\n    from ssad import a\n")
+    with pytest.raises(graphlib.CycleError):
+        graphlib.TopologicalSorter(ssad_import_graph(package)).prepare()
