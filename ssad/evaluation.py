@@ -111,7 +111,7 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
         "method": method.id,
         "dataset": dataset.dataset,
         "category": dataset.category,
-        **evaluate_scores(labels, scores, np.stack(tested.masks) if tested.masks else None, np.stack(tested.maps) if tested.maps else None),
+        **evaluate_scores(labels, scores, tested.masks or None, tested.maps or None),
         "n_test": len(dataset.test),
         "seconds_per_image": round(tested.seconds / len(dataset.test), 4),
         "precision": resolve_precision(method.config.precision, method.device),
@@ -134,7 +134,7 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
             ablated = _score_test_set(variant, dataset, progress, f"scoring test images: {name}")
             report["refinement"][name] = {
                 "image_auroc": image_auroc(labels, np.array(ablated.scores)),
-                "pixel_auroc": pixel_auroc(np.stack(ablated.masks), np.stack(ablated.maps)) if ablated.masks else None,
+                "pixel_auroc": pixel_auroc(ablated.masks, ablated.maps) if ablated.masks else None,
             }
     return report
 

@@ -91,3 +91,20 @@ def test_degenerate_inputs_give_none_not_nonsense():
     assert aupro(empty, np.random.rand(2, 4, 4)) is None
     report = evaluate_scores(np.array([0, 1]), np.array([0.1, 0.9]))
     assert report["image_auroc"] == 1.0 and report["pixel_auroc"] is None and report["aupro"] is None
+
+
+def test_pixel_metrics_take_images_of_different_sizes():
+    rng = np.random.default_rng(4)
+    masks = [rng.random((20, 9)) > 0.8, rng.random((20, 11)) > 0.9, np.zeros((16, 16), dtype=bool)]
+    maps = [mask * 0.5 + rng.random(mask.shape) for mask in masks]
+    # The same pixels laid out as one image give the same figures, except AUPRO, whose regions are per image.
+    one_image = np.concatenate([m.ravel() for m in masks])[None], np.concatenate([m.ravel() for m in maps])[None]
+    assert pixel_auroc(masks, maps) == pytest.approx(pixel_auroc(*one_image))
+    assert pixel_ap(masks, maps) == pytest.approx(pixel_ap(*one_image))
+    assert 0 < aupro(masks, maps) <= 1
+    padded_masks = np.zeros((3, 20, 16), dtype=bool)
+    padded_maps = np.full((3, 20, 16), -1.0)  # below every real score: padding only adds normal pixels ranked last
+    for i, (mask, values) in enumerate(zip(masks, maps)):
+        padded_masks[i, : mask.shape[0], : mask.shape[1]] = mask
+        padded_maps[i, : mask.shape[0], : mask.shape[1]] = values
+    assert pixel_auroc(padded_masks, padded_maps) > pixel_auroc(masks, maps)  # the stack form still works
