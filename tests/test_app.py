@@ -198,6 +198,16 @@ def test_only_models_with_weights_are_offered(tiny_weights):
     assert any(row["model"] == "mvtec/zipper" and row["weights"].startswith("unavailable") for row in rows)
 
 
+def test_a_kolektorsdd_scan_keeps_its_aspect_through_the_app(client, tiny_weights):
+    scan = Path(__file__).resolve().parents[1] / "examples" / "kolektorsdd" / "commutator" / "defect_kos48-Part5.png"
+    width, height = Image.open(scan).size  # about 205 x 512
+    outputs = client.predict(handle_file(scan), next(iter(METHODS.values())).display_name, "mvtec/bottle", api_name="/detect")
+    mask = Image.open(outputs[4]["image"])
+    assert mask.size == (width, height)  # below the display size: the scan's own pixels, not a square
+    full = service.detect(scan, next(iter(METHODS.values())).display_name, "mvtec/bottle", tiny_weights)
+    assert full.result.anomaly_map.shape == (height, width)
+
+
 def test_pictures_are_sent_at_display_size_and_the_full_map_is_a_file(tiny_weights, tmp_path):
     big = tmp_path / "big.jpg"
     Image.open(BOTTLE).convert("RGB").resize((3000, 2000)).save(big, quality=90)
