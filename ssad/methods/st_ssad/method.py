@@ -53,6 +53,7 @@ against forged copies of them (0.998 against 0.994 to 0.996; the record is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,7 +66,9 @@ from ssad.errors import SsadError
 from ssad.methods.base import Inference, Method, MethodConfig, Progress, TrainingData
 from ssad.methods.st_ssad.augment import CutDiff, LearnableAugmentation, Rotation
 from ssad.methods.st_ssad.network import Detector
+from ssad.methods.st_ssad.pictures import landscape_picture, loss_picture
 from ssad.methods.st_ssad.scoring import fit_gaussian, mahalanobis
+from ssad.methods.st_ssad.tuning import Tuner, evaluate_landscape, first_and_last_sixth
 from ssad.methods.st_ssad.validation import mean_distance_loss
 from ssad.nn.filters import gaussian_blur
 from ssad.result import Frame, Panel
@@ -94,8 +97,12 @@ class STSSADConfig(MethodConfig):
     area_range: tuple[float, float] = (0.02, 0.15)
     aspect_range: tuple[float, float] = (0.3, 1.0)
     max_rotation_degrees: float = 180.0
-    candidates: tuple[tuple[float, ...], ...] = ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+    initial_strength: float = 0.5  # every strength during the warm-up: the middle of each range
     warmup_steps: int = 40
+    landscape_at: tuple[float, ...] = (0.0, 0.5)  # fractions of training where a coarse landscape may restart tuning
+    coarse_points: int = 5  # per parameter, for those restarts
+    grid_points: int = 7  # per parameter, for the landscape stored and drawn
+    landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
     tune_every: int = 4
     tune_lr: float = 0.05
     validation: str = "test"
@@ -109,6 +116,7 @@ class STSSADConfig(MethodConfig):
     thumbnail_size: int = 64
 
     scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("map_sigma", "pixel_map")
+    retired_fields: ClassVar[tuple[str, ...]] = ("candidates",)  # the score-variance initialisation, replaced by landscapes
 
 
 class ScoringState(nn.Module):
@@ -155,69 +163,60 @@ class STSSAD(Method):
 
     def train_networks(self, data: TrainingData, progress: Progress) -> dict[str, Any]:
         cfg = self.config
-        detector, augmentation = self.networks["detector"], self.networks["augmentation"]
+        augmentation = self.networks["augmentation"]
         generator = torch.Generator().manual_seed(cfg.seed)
         train = data.train.to(self.device)
         validation = self._validation_images(data).to(self.device)
         steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-        candidates = [tuple(c) for c in cfg.candidates]
-        if any(len(c) != len(augmentation.names) for c in candidates):
-            raise SsadError(f"ST-SSAD candidates need {len(augmentation.names)} values each ({augmentation.names})")
-        total = len(candidates) * cfg.warmup_steps + steps
+        total = cfg.warmup_steps + steps
         counter = _Counter(progress, total)
+        reference = self._reference_normals(data).to(self.device)
+        loss_at = self._fixed_loss(reference, validation)
 
-        initial = {k: v.clone() for k, v in detector.state_dict().items()}
-        best: tuple[float, tuple[float, ...], dict, dict] | None = None
-        candidate_scores = []
-        for candidate in candidates:
-            detector.load_state_dict(initial)
-            optimizer = self._detector_optimizer()
-            augmentation.set_strengths(candidate)
-            for step in range(cfg.warmup_steps):
-                self._detector_step(train, optimizer, step, cfg.warmup_steps + steps, generator)
-                counter.tick(f"warm-up of candidate {candidate}")
-            variance = self._score_variance(validation)
-            candidate_scores.append({"strengths": list(candidate), "score_variance": round(variance, 6)})
-            if best is None or variance > best[0]:
-                best = (variance, candidate, {k: v.clone() for k, v in detector.state_dict().items()}, optimizer.state_dict())
-        assert best is not None
-        _, chosen, detector_state, optimizer_state = best
-        detector.load_state_dict(detector_state)
+        augmentation.set_strengths([cfg.initial_strength] * len(augmentation.names))
         optimizer = self._detector_optimizer()
-        optimizer.load_state_dict(optimizer_state)
-        augmentation.set_strengths(chosen)
-        initial_parameters = augmentation.physical()
+        for step in range(cfg.warmup_steps):
+            self._detector_step(train, optimizer, step, total, generator)
+            counter.tick(f"warm-up at strength {cfg.initial_strength}")
 
-        tune_optimizer = torch.optim.Adam(augmentation.parameters(), lr=cfg.tune_lr)
+        tuner = Tuner(augmentation, cfg.tune_lr)
         n_tune = steps // cfg.tune_every
+        check_at = {min(steps - 1, round(fraction * steps)) for fraction in cfg.landscape_at}
         recorded_at = set(np.linspace(0, n_tune - 1, cfg.recorded_steps).round().astype(int).tolist()) if n_tune else set()
-        tuning_log: list[dict[str, Any]] = []
-        bce_losses, validation_losses = [], []
-        tune_index = 0
+        recorded: list[dict[str, int]] = []
+        bce_losses = []
         for step in range(steps):
-            bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, cfg.warmup_steps + steps, generator))
-            if (step + 1) % cfg.tune_every == 0 and tune_index < n_tune:
-                if tune_index in recorded_at and len(tuning_log) < cfg.recorded_steps:
-                    self._record(tuning_log, train[0], step + 1)
-                validation_losses.append(self._tuning_step(train, validation, tune_optimizer, generator))
-                if tuning_log and tuning_log[-1]["step"] == step + 1:
-                    tuning_log[-1]["validation_loss"] = validation_losses[-1]
-                tune_index += 1
+            if step in check_at:
+                landscape = evaluate_landscape(augmentation, loss_at, cfg.coarse_points)
+                tuner.restart_if_lower(landscape, loss_at(), step)
+            bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator))
+            if (step + 1) % cfg.tune_every == 0 and len(tuner.losses) < n_tune:
+                if len(tuner.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
+                    self._record_thumbnail(len(recorded), train[0])
+                    recorded.append({"step": step + 1, "path": len(tuner.trajectory), "losses": len(tuner.losses)})
+                tuner.step(self._validation_loss(train, reference, validation, generator))
             counter.tick(f"step {step + 1}/{steps} bce {np.mean(bce_losses[-20:]):.4f} {augmentation.physical()}")
 
         self._fit_gaussians(train)
-        self.state.update(
-            {
+        final = evaluate_landscape(augmentation, loss_at, cfg.grid_points)
+        loss_first, loss_last = first_and_last_sixth(tuner.losses) if tuner.losses else (float("nan"),) * 2
+        self.state = {
+            "tuning": {
+                "augmentation": cfg.augmentation,
                 "validation_data": self._validation_source(data),
-                "candidates": candidate_scores,
-                "initial_strengths": list(chosen),
-                "initial_parameters": initial_parameters,
-                "tuned_strengths": [round(v, 5) for v in augmentation.strengths.tolist()],
-                "tuned_parameters": augmentation.physical(),
-                "validation_loss": [round(v, 5) for v in validation_losses],
-                "tuning_frames": tuning_log,
+                "reference_normals": "held_out" if self._validation_source(data) == "test" else "train",
+                "params": augmentation.physical(),
+                "strengths": tuner.strengths(),
+                "bounds": augmentation.bounds(),
+                "loss_first": round(loss_first, 5),
+                "loss_last": round(loss_last, 5),
+                "losses": [round(v, 5) for v in tuner.losses],
+                "trajectory": tuner.trajectory,
+                "restarts": tuner.restarts,
+                "recorded": recorded,
+                "grid": final.to_state(augmentation.names, augmentation.physical_axes(final.axes)),
             }
-        )
+        }
         epoch_steps = math.ceil(len(train) / cfg.batch_size)
         return {
             "steps": steps,
@@ -263,44 +262,52 @@ class STSSAD(Method):
         optimizer.step()
         return loss.item()
 
-    def _tuning_step(
-        self, train: torch.Tensor, validation: torch.Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator
-    ) -> float:
-        """One step on the augmentation strengths: the validation loss back-propagated through the augmentation."""
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the frozen detector (eval mode), in chunks."""
+        return torch.cat([self._detect(chunk)[0] for chunk in images.split(64)])
+
+    def _reference_normals(self, data: TrainingData) -> torch.Tensor:
+        """Normals the validation loss compares with: held-out ones (unseen by the detector) unless they are the validation data."""
+        return data.held_out if self._validation_source(data) == "test" else data.train
+
+    def _validation_loss(
+        self, train: torch.Tensor, reference: torch.Tensor, validation: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The validation loss on random batches, differentiable in the augmentation strengths (detector frozen)."""
         cfg = self.config
         detector = self.networks["detector"].eval()
         detector.requires_grad_(False)
         try:
-            normals = _batch(train, cfg.validation_batch, generator)
+            normals = _batch(reference, cfg.validation_batch, generator)
             with torch.no_grad():
-                normal_embeddings = self._detect(normals)[0]
-                validation_embeddings = self._detect(_batch(validation, cfg.validation_batch, generator))[0]
-            augmented = self.networks["augmentation"](normals, generator)
-            augmented_embeddings = self._detect(augmented)[0]
-            loss = mean_distance_loss(normal_embeddings, augmented_embeddings, validation_embeddings)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                normal_embeddings = self._embed(normals)
+                validation_embeddings = self._embed(_batch(validation, cfg.validation_batch, generator))
+            augmented_embeddings = self._embed(self.networks["augmentation"](normals, generator))
+            return mean_distance_loss(normal_embeddings, augmented_embeddings, validation_embeddings)
         finally:
             detector.requires_grad_(True)
-        return loss.item()
 
-    @torch.no_grad()
-    def _score_variance(self, validation: torch.Tensor) -> float:
-        """Variance of the predicted anomaly probability over the validation images (the init heuristic)."""
-        self.networks["detector"].eval()
-        probabilities = torch.cat([torch.sigmoid(self._detect(chunk)[1]) for chunk in validation.split(64)])
-        return float(probabilities.var()) if len(probabilities) > 1 else 0.0
-
-    @torch.no_grad()
-    def _record(self, log: list[dict[str, Any]], example: torch.Tensor, step: int) -> None:
-        """Keep the current strengths and a thumbnail of one training image augmented with them (same randomness)."""
+    def _fixed_loss(self, reference: torch.Tensor, validation: torch.Tensor) -> Callable[[], float]:
+        """The validation loss at the current strengths on fixed images and fixed augmentation randomness (for landscapes)."""
         cfg = self.config
-        augmentation = self.networks["augmentation"]
-        augmented = augmentation(example[None], torch.Generator().manual_seed(cfg.seed + 1))
-        thumbnail = F.interpolate(augmented, size=cfg.thumbnail_size, mode="area")[0]
-        self.networks["scoring"].thumbnails[len(log)] = thumbnail
-        log.append({"step": step, "strengths": [round(v, 5) for v in augmentation.strengths.tolist()], **augmentation.physical()})
+        order = torch.Generator().manual_seed(cfg.seed + 2)
+        normals = _batch(reference, cfg.landscape_images, order)
+        validation = _batch(validation, cfg.landscape_images, order)
+
+        @torch.no_grad()
+        def loss_at() -> float:
+            self.networks["detector"].eval()
+            augmented = self.networks["augmentation"](normals, torch.Generator().manual_seed(cfg.seed + 3))
+            return mean_distance_loss(self._embed(normals), self._embed(augmented), self._embed(validation)).item()
+
+        return loss_at
+
+    @torch.no_grad()
+    def _record_thumbnail(self, index: int, example: torch.Tensor) -> None:
+        """Keep a thumbnail of one training image augmented at the current strengths (same randomness every time)."""
+        cfg = self.config
+        augmented = self.networks["augmentation"](example[None], torch.Generator().manual_seed(cfg.seed + 1))
+        self.networks["scoring"].thumbnails[index] = F.interpolate(augmented, size=cfg.thumbnail_size, mode="area")[0]
 
     @torch.no_grad()
     def _fit_gaussians(self, train: torch.Tensor) -> None:
@@ -350,32 +357,47 @@ class STSSAD(Method):
             frames=frames,
             extras={
                 "augmentation": cfg.augmentation,
-                "tuned_parameters": self.state.get("tuned_parameters"),
-                "validation_data": self.state.get("validation_data"),
+                "tuned_parameters": self.state.get("tuning", {}).get("params"),
+                "validation_data": self.state.get("tuning", {}).get("validation_data"),
                 "anomaly_probability": float(torch.sigmoid(logit[0])),
             },
         )
 
     def _tuning_frames(self) -> list[Frame]:
-        """One frame per recorded tuning step: the augmented example and the (smoothed) validation loss so far."""
-        log = self.state.get("tuning_frames", [])
-        smoothed = _moving_average(self.state.get("validation_loss", []), LOSS_DISPLAY_WINDOW)
+        """The training's tuning, the same for every image: per recorded step the augmented example and the final
+        landscape with the path so far; then the whole path beside the loss over the tuning steps."""
+        tuning = self.state.get("tuning")
+        if not tuning:
+            return []
         thumbnails = self.networks["scoring"].thumbnails.float().clamp(0, 1)
         frames = []
-        for index, entry in enumerate(log):
-            values = ", ".join(f"{k.split('_')[0]} {v:.3g}" for k, v in entry.items() if k not in ("step", "strengths", "validation_loss"))
-            done = min(entry["step"] // self.config.tune_every, len(smoothed))
-            loss = f", validation loss {smoothed[done - 1]:.3f}" if done else ""
+        for index, entry in enumerate(tuning["recorded"]):
+            strengths = tuning["trajectory"][entry["path"] - 1]
+            values = ", ".join(f"{unit.split('_')[0]} {v:.2g}" for unit, v in self._physical_at(strengths).items())
             frames.append(
                 Frame(
-                    caption=f"Tuning step {entry['step']}: {values}{loss}",
+                    caption=f"Training step {entry['step']}: {values}",
                     panels=(
-                        Panel(f"{self.config.augmentation} example", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
-                        Panel(f"validation loss (mean of {LOSS_DISPLAY_WINDOW})", _curve_image(smoothed, done), "mask"),
+                        Panel(f"{tuning['augmentation']} at this step", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
+                        Panel("final loss landscape, path", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
                     ),
                 )
             )
+        values = ", ".join(f"{unit.split('_')[0]} {v:.2g}" for unit, v in tuning["params"].items())
+        frames.append(
+            Frame(
+                caption=f"Tuned in training: {values}",
+                panels=(
+                    Panel("loss landscape, tuning path", landscape_picture(tuning["grid"], tuning["trajectory"]), "image"),
+                    Panel(f"validation loss, mean of {LOSS_DISPLAY_WINDOW}", loss_picture(tuning["losses"], len(tuning["losses"]), LOSS_DISPLAY_WINDOW), "image"),
+                ),
+            )
+        )
         return frames
+
+    def _physical_at(self, strengths: list[float]) -> dict[str, float]:
+        augmentation = self.networks["augmentation"]
+        return dict(zip(augmentation.units, augmentation.to_physical(torch.tensor(strengths)).tolist()))
 
 
 class _Counter:
@@ -405,29 +427,6 @@ def _colour_jitter(images: torch.Tensor, strength: float, generator: torch.Gener
     images = grey.mean(dim=(2, 3), keepdim=True) + factors[1] * (images - grey.mean(dim=(2, 3), keepdim=True))
     grey = images.mean(dim=1, keepdim=True)
     return (grey + factors[2] * (images - grey)).clamp(0, 1)
-
-
-def _moving_average(values: list[float], window: int) -> np.ndarray:
-    """Trailing mean over up to ``window`` values, as long as the input (for a readable noisy curve)."""
-    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
-    ends = np.arange(1, len(values) + 1)
-    starts = np.maximum(ends - window, 0)
-    return (sums[ends] - sums[starts]) / (ends - starts)
-
-
-def _curve_image(values: np.ndarray, upto: int, height: int = 64, width: int = 128) -> np.ndarray:
-    """A grey picture of the curve: the whole curve faint, its first ``upto`` values bright, on fixed axes."""
-    picture = np.zeros((height, width), dtype=np.float32)
-    if len(values) < 2:
-        return picture
-    low, high = values.min(), values.max()
-    columns = np.arange(width)
-    curve = np.interp(columns, np.linspace(0, width - 1, len(values)), values)
-    rows = (height - 1 - (curve - low) / max(high - low, 1e-12) * (height - 1)).round().astype(int)
-    shown = columns <= (upto - 1) / (len(values) - 1) * (width - 1)
-    for offset in (0, 1):  # two pixels thick
-        picture[np.clip(rows + offset, 0, height - 1), columns] = np.where(shown, 1.0, 0.3)
-    return picture
 
 
 def _map_frame(image: torch.Tensor, anomaly_map: torch.Tensor) -> Frame:
