@@ -15,7 +15,7 @@ from ssad.methods.st_ssad.validation import mean_distance_loss
 
 TINY = dict(
     size=64, epochs=12, batch_size=8, widths=(8, 16, 32, 64), hidden=32, embedding_dim=16, warmup_steps=4,
-    tune_every=2, validation_batch=8, recorded_steps=4, thumbnail_size=16,
+    tune_every=2, validation_batch=8, recorded_steps=4, thumbnail_size=16, candidate_steps=3,
 )
 
 
@@ -109,8 +109,11 @@ def test_tuning_state_has_params_bounds_losses_and_the_landscape(trained):
         assert low <= tuning["params"][unit] <= high
     assert len(tuning["losses"]) == trained.info["log"]["steps"] // cfg.tune_every
     assert (tuning["loss_first"], tuning["loss_last"]) == pytest.approx(first_and_last_sixth(tuning["losses"]), abs=1e-4)
-    assert len(tuning["trajectory"]) == 1 + len(tuning["losses"]) + sum(r["moved"] for r in tuning["restarts"])
-    assert len(tuning["restarts"]) == len(cfg.landscape_at)
+    assert len(tuning["trajectory"]) == 2 + len(tuning["losses"])  # the warm-up's strengths, the start, each step
+    start = np.asarray(tuning["start_grid"]["loss"])
+    assert start.shape == (cfg.coarse_points, cfg.coarse_points) and tuning["start"]["moved"]
+    assert tuning["trajectory"][1] == pytest.approx(tuning["start"]["grid_minimum"], abs=1e-3)
+    assert tuning["start"]["grid_loss"] == pytest.approx(start.min(), abs=1e-4)
     grid = tuning["grid"]
     assert np.asarray(grid["loss"]).shape == (cfg.grid_points, cfg.grid_points) and np.isfinite(grid["loss"]).all()
     assert grid["names"] == ["area", "aspect"] and len(grid["strengths"][0]) == cfg.grid_points
@@ -167,7 +170,7 @@ def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthe
     assert len(result.frames) == len(trained.state["tuning"]["recorded"]) + 2
     assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "final loss landscape, path"]
     assert result.frames[0].caption.startswith("Training step")
-    assert [p.title for p in result.frames[-2].panels][1].startswith("validation loss")
+    assert [p.title for p in result.frames[-2].panels] == ["loss if trained there", "validation loss, mean of 10"]
     assert result.frames[-1].panels[-1].kind == "heat"
     assert result.anomaly_map.shape == dataset.test[-1].load_image().shape[:2]
 

@@ -25,14 +25,16 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   are the held-out training normals (unseen by the detector) and their augmented copies; with
   ``validation = "held_out"`` they are the validation data, and the training normals are compared.
 * Tuning: see ``tuning.py``. The detector warms up for ``warmup_steps`` at strength
-  ``initial_strength`` (the middle of each range); at each fraction ``landscape_at`` of training a
-  ``coarse_points``-per-parameter landscape of the frozen detector's validation loss (fixed
-  ``landscape_images`` images and fixed augmentation randomness) moves the strengths to its minimum
-  when that is lower than the loss where they are; between those, every ``tune_every`` detector steps
-  one Adam step (lr ``tune_lr``) on the augmentation logits follows the loss on fresh random subsets
-  of ``validation_batch`` images. This replaces the paper's score-variance choice among candidates.
-  After training, a ``grid_points`` landscape of the final detector is stored in ``state["tuning"]``
-  with the tuning path, and drawn in the frames (the same for every image: they show the training).
+  ``initial_strength`` (the middle of each range); from that warm-up, a copy trains
+  ``candidate_steps`` more steps at each point of a ``coarse_points``-per-parameter grid and the
+  validation loss is read there (the *start landscape*, fixed ``landscape_images`` images and fixed
+  augmentation randomness); training continues from the warm-up at the grid's lowest point. Then
+  every ``tune_every`` detector steps one Adam step (lr ``tune_lr``) on the augmentation logits
+  follows the loss on fresh random subsets of ``validation_batch`` images. This replaces the paper's
+  score-variance choice among candidates (the same budget: 16 x 10 steps against 4 x 40).
+  After training, a ``grid_points`` landscape of the final, frozen detector is stored in
+  ``state["tuning"]["grid"]`` (the start landscape in ``start_grid``) with the tuning path, and drawn in
+  the frames (the same for every image: they show the training).
 * Validation data (``validation``): ``"test"`` = the dataset's test images without their labels
   (transductive, as in the paper; at most ``max_validation_images``, a seeded random subset);
   ``"held_out"`` = the held-out training normals (which also calibrate the threshold). Without test
@@ -61,6 +63,7 @@ bottle test set; ``select`` re-ranked them without labels, on a criterion near s
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,8 +111,8 @@ class STSSADConfig(MethodConfig):
     max_rotation_degrees: float = 180.0
     initial_strength: float = 0.5  # every strength during the warm-up: the middle of each range
     warmup_steps: int = 40
-    landscape_at: tuple[float, ...] = (0.0, 0.5)  # fractions of training where a coarse landscape may restart tuning
-    coarse_points: int = 5  # per parameter, for those restarts
+    coarse_points: int = 4  # per parameter, for the start: strengths 0, 1/3, 2/3, 1
+    candidate_steps: int = 10  # detector steps from the warm-up at each start point before its loss is read
     grid_points: int = 7  # per parameter, for the landscape stored and drawn
     landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
     tune_every: int = 4
@@ -177,8 +180,9 @@ class STSSAD(Method):
         train = data.train.to(self.device)
         validation = self._validation_images(data).to(self.device)
         steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+        n_candidates = cfg.coarse_points ** len(augmentation.names)
         total = cfg.warmup_steps + steps
-        counter = _Counter(progress, total)
+        counter = _Counter(progress, total + n_candidates * cfg.candidate_steps)
         reference = self._reference_normals(data).to(self.device)
         loss_at = self._fixed_loss(reference, validation)
 
@@ -188,16 +192,27 @@ class STSSAD(Method):
             self._detector_step(train, optimizer, step, total, generator)
             counter.tick(f"warm-up at strength {cfg.initial_strength}")
 
+        detector = self.networks["detector"]
+        warm = copy.deepcopy((detector.state_dict(), optimizer.state_dict()))
+
+        def loss_after_training_at() -> float:
+            detector.load_state_dict(warm[0])
+            optimizer.load_state_dict(warm[1])
+            for step in range(cfg.candidate_steps):
+                self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator)
+                counter.tick(f"start candidate {augmentation.physical()}")
+            return loss_at()
+
         tuner = Tuner(augmentation, cfg.tune_lr)
+        start = evaluate_landscape(augmentation, loss_after_training_at, cfg.coarse_points)
+        detector.load_state_dict(warm[0])
+        optimizer.load_state_dict(warm[1])
+        tuner.restart_if_lower(start, math.inf, 0)
         n_tune = steps // cfg.tune_every
-        check_at = {min(steps - 1, round(fraction * steps)) for fraction in cfg.landscape_at}
         recorded_at = set(np.linspace(0, n_tune - 1, cfg.recorded_steps).round().astype(int).tolist()) if n_tune else set()
         recorded: list[dict[str, int]] = []
         bce_losses = []
         for step in range(steps):
-            if step in check_at:
-                landscape = evaluate_landscape(augmentation, loss_at, cfg.coarse_points)
-                tuner.restart_if_lower(landscape, loss_at(), step)
             bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator))
             if (step + 1) % cfg.tune_every == 0 and len(tuner.losses) < n_tune:
                 if len(tuner.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
@@ -221,7 +236,8 @@ class STSSAD(Method):
                 "loss_last": round(loss_last, 5),
                 "losses": [round(v, 5) for v in tuner.losses],
                 "trajectory": tuner.trajectory,
-                "restarts": tuner.restarts,
+                "start": tuner.restarts[0],
+                "start_grid": start.to_state(augmentation.names, augmentation.physical_axes(start.axes)),
                 "recorded": recorded,
                 "grid": final.to_state(augmentation.names, augmentation.physical_axes(final.axes)),
             }
@@ -374,7 +390,7 @@ class STSSAD(Method):
 
     def _tuning_frames(self) -> list[Frame]:
         """The training's tuning, the same for every image: per recorded step the augmented example and the final
-        landscape with the path so far; then the whole path beside the loss over the tuning steps."""
+        landscape with the path so far; then the whole path on the start landscape beside the loss over the tuning steps."""
         tuning = self.state.get("tuning")
         if not tuning:
             return []
@@ -397,7 +413,7 @@ class STSSAD(Method):
             Frame(
                 caption=f"Tuned in training: {values}",
                 panels=(
-                    Panel("loss landscape, tuning path", landscape_picture(tuning["grid"], tuning["trajectory"]), "image"),
+                    Panel("loss if trained there", landscape_picture(tuning["start_grid"], tuning["trajectory"]), "image"),
                     Panel(f"validation loss, mean of {LOSS_DISPLAY_WINDOW}", loss_picture(tuning["losses"], len(tuning["losses"]), LOSS_DISPLAY_WINDOW), "image"),
                 ),
             )
