@@ -12,6 +12,7 @@ from ssad.methods.st_ssad.network import Detector
 from ssad.methods.st_ssad.pictures import END, SIZE, START, landscape_picture, loss_picture
 from ssad.methods.st_ssad.tuning import Tuner, evaluate_landscape, first_and_last_sixth
 from ssad.methods.st_ssad.validation import mean_distance_loss
+from ssad.viz import render_frame
 
 TINY = dict(
     size=64, epochs=12, batch_size=8, widths=(8, 16, 32, 64), hidden=32, embedding_dim=16, warmup_steps=4,
@@ -168,10 +169,11 @@ def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthe
     assert auroc > 0.7
     result = trained.predict(dataset.test[-1].load_image())
     assert len(result.frames) == len(trained.state["tuning"]["recorded"]) + 2
-    assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "final loss landscape, path"]
+    assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "final landscape, dark=low"]
     assert result.frames[0].caption.startswith("Training step")
     assert [p.title for p in result.frames[-2].panels] == ["loss if trained there", "validation loss, mean of 10"]
     assert result.frames[-1].panels[-1].kind == "heat"
+    assert all(render_frame(frame, result.calibration, 144).shape[1] <= 390 for frame in result.frames)  # phone width
     assert result.anomaly_map.shape == dataset.test[-1].load_image().shape[:2]
 
 

@@ -31,7 +31,8 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   augmentation randomness); training continues from the warm-up at the grid's lowest point. Then
   every ``tune_every`` detector steps one Adam step (lr ``tune_lr``) on the augmentation logits
   follows the loss on fresh random subsets of ``validation_batch`` images. This replaces the paper's
-  score-variance choice among candidates (the same budget: 16 x 10 steps against 4 x 40).
+  score-variance choice among candidates (for less: 16 x 6 detector steps against 4 x 40). Every
+  candidate sees the same batches and augmentation randomness, so that the grid compares strengths only.
   After training, a ``grid_points`` landscape of the final, frozen detector is stored in
   ``state["tuning"]["grid"]`` (the start landscape in ``start_grid``) with the tuning path, and drawn in
   the frames (the same for every image: they show the training).
@@ -112,7 +113,7 @@ class STSSADConfig(MethodConfig):
     initial_strength: float = 0.5  # every strength during the warm-up: the middle of each range
     warmup_steps: int = 40
     coarse_points: int = 4  # per parameter, for the start: strengths 0, 1/3, 2/3, 1
-    candidate_steps: int = 10  # detector steps from the warm-up at each start point before its loss is read
+    candidate_steps: int = 6  # detector steps from the warm-up at each start point (same batches) before its loss is read
     grid_points: int = 7  # per parameter, for the landscape stored and drawn
     landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
     tune_every: int = 4
@@ -198,8 +199,9 @@ class STSSAD(Method):
         def loss_after_training_at() -> float:
             detector.load_state_dict(warm[0])
             optimizer.load_state_dict(warm[1])
+            same_batches = torch.Generator().manual_seed(cfg.seed + 4)
             for step in range(cfg.candidate_steps):
-                self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator)
+                self._detector_step(train, optimizer, cfg.warmup_steps + step, total, same_batches)
                 counter.tick(f"start candidate {augmentation.physical()}")
             return loss_at()
 
@@ -404,14 +406,14 @@ class STSSAD(Method):
                     caption=f"Training step {entry['step']}: {values}",
                     panels=(
                         Panel(f"{tuning['augmentation']} at this step", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
-                        Panel("final loss landscape, path", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
+                        Panel("final landscape, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
                     ),
                 )
             )
         values = ", ".join(f"{unit.split('_')[0]} {v:.2g}" for unit, v in tuning["params"].items())
         frames.append(
             Frame(
-                caption=f"Tuned in training: {values}",
+                caption=f"Tuned: {values} (ring start, dot end)",
                 panels=(
                     Panel("loss if trained there", landscape_picture(tuning["start_grid"], tuning["trajectory"]), "image"),
                     Panel(f"validation loss, mean of {LOSS_DISPLAY_WINDOW}", loss_picture(tuning["losses"], len(tuning["losses"]), LOSS_DISPLAY_WINDOW), "image"),
@@ -456,6 +458,6 @@ def _colour_jitter(images: torch.Tensor, strength: float, generator: torch.Gener
 
 def _map_frame(image: torch.Tensor, anomaly_map: torch.Tensor) -> Frame:
     return Frame(
-        caption="This image: Mahalanobis distance of the detector's features to the normal ones (pixel map beyond the paper)",
-        panels=(Panel("input", image.permute(1, 2, 0).cpu().numpy(), "image"), Panel("anomaly map", anomaly_map.cpu().numpy(), "heat")),
+        caption="This image: distance to normal features",
+        panels=(Panel("input", image.permute(1, 2, 0).cpu().numpy(), "image"), Panel("anomaly map (beyond paper)", anomaly_map.cpu().numpy(), "heat")),
     )

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ssad.viz import HEAT_MAX, colorize
 
 SIZE = 256
-LEFT, BOTTOM, TOP, RIGHT = 46, 46, 8, 10
+LEFT, BOTTOM, TOP, RIGHT = 64, 46, 10, 12
 LABEL_FONT, TICK_FONT = 19, 17
 START, END, PATH = (0, 230, 255), (60, 255, 60), (255, 255, 255)
 
@@ -33,15 +33,15 @@ def _axes(draw: ImageDraw.ImageDraw, canvas: Image.Image, x_label: str, x_ticks:
     draw.text(((LEFT + right) / 2, SIZE - 2), x_label, fill="black", font=label, anchor="md")
     if not y_label:
         return
-    draw.text((LEFT - 3, bottom), y_ticks[0], fill="black", font=tick, anchor="rd")
-    draw.text((LEFT - 3, TOP), y_ticks[1], fill="black", font=tick, anchor="ra")
     text = Image.new("RGB", (bottom - TOP, LABEL_FONT + 4), "white")
     ImageDraw.Draw(text).text(((bottom - TOP) / 2, 0), y_label, fill="black", font=label, anchor="ma")
     canvas.paste(text.rotate(90, expand=True), (0, TOP))
+    draw.text((LEFT - 3, bottom), y_ticks[0], fill="black", font=tick, anchor="rd")
+    draw.text((LEFT - 3, TOP), y_ticks[1], fill="black", font=tick, anchor="ra")
 
 
 def _number(value: float) -> str:
-    return f"{value:.3g}"
+    return f"{value:.2g}"
 
 
 def landscape_picture(grid: dict[str, Any], path: list[list[float]]) -> np.ndarray:
