@@ -113,7 +113,7 @@ class App:
             return (
                 found.result.score, found.result.label, page.verdict_html(found),
                 service.overlay(found), service.mask_annotation(found, 1.0), str(gif_path) if gif_path else None,
-                gr.Slider(minimum=1, maximum=max(n_frames, 1), value=n_frames or 1, step=1, interactive=n_frames > 1),
+                gr.Slider(minimum=1, maximum=max(n_frames, 2), value=n_frames or 1, step=1, interactive=n_frames > 1),  # Gradio needs min < max
                 service.frame_picture(found, n_frames - 1), gr.ImageSlider(value=pair, visible=pair is not None),
                 service.details_markdown(found, str(service.current_device())), found.config, 1.0,
                 page.animation_note(found), found,

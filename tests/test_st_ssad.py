@@ -9,11 +9,14 @@ from ssad.methods import method_class
 from ssad.methods.st_ssad import STSSAD, STSSADConfig
 from ssad.methods.st_ssad.augment import CutDiff, Rotation, cut_diff, rotate
 from ssad.methods.st_ssad.network import Detector
+from ssad.methods.st_ssad.pictures import END, SIZE, START, landscape_picture, loss_picture
+from ssad.methods.st_ssad.tuning import Tuner, evaluate_landscape, first_and_last_sixth
 from ssad.methods.st_ssad.validation import mean_distance_loss
+from ssad.viz import render_frame
 
 TINY = dict(
     size=64, epochs=12, batch_size=8, widths=(8, 16, 32, 64), hidden=32, embedding_dim=16, warmup_steps=4,
-    tune_every=2, validation_batch=8, recorded_steps=4, thumbnail_size=16,
+    tune_every=2, validation_batch=8, recorded_steps=4, thumbnail_size=16, candidate_steps=3,
 )
 
 
@@ -56,6 +59,10 @@ def test_strengths_map_to_the_configured_ranges():
     assert cut.physical() == pytest.approx({"area_ratio": 0.02, "aspect_ratio": 1.0}, abs=1e-3)
     cut.set_strengths([1.0, 0.0])
     assert cut.physical() == pytest.approx({"area_ratio": 0.15, "aspect_ratio": 0.3}, abs=1e-3)
+    assert cut.bounds() == {"area_ratio": [0.02, 0.15], "aspect_ratio": [0.3, 1.0]}
+    axes = cut.physical_axes(((0.0, 0.5, 1.0), (0.0, 1.0)))
+    assert axes["area_ratio"] == pytest.approx([0.02, 0.085, 0.15]) and axes["aspect_ratio"] == pytest.approx([0.3, 1.0])
+    assert Rotation(90.0).bounds() == {"angle_degrees": [0.0, 90.0]}
 
 
 def test_validation_loss_is_invariant_to_scale_and_shift_and_rewards_alignment():
@@ -93,15 +100,63 @@ def trained(synthetic_category):
     return STSSAD(STSSADConfig(**TINY)).fit(open_dataset(synthetic_category))
 
 
-def test_tuning_moves_the_strengths_and_records_frames(trained):
-    state = trained.state
-    assert state["validation_data"] == "test"
-    assert len(state["candidates"]) == 4
-    assert state["initial_strengths"] in [c["strengths"] for c in state["candidates"]]
-    assert not np.allclose(state["tuned_strengths"], state["initial_strengths"], atol=1e-3)
-    assert len(state["validation_loss"]) == trained.info["log"]["steps"] // trained.config.tune_every
-    assert 2 <= len(state["tuning_frames"]) <= trained.config.recorded_steps
+def test_tuning_state_has_params_bounds_losses_and_the_landscape(trained):
+    tuning = trained.state["tuning"]
+    cfg = trained.config
+    assert tuning["augmentation"] == "cutdiff" and tuning["validation_data"] == "test"
+    assert tuning["reference_normals"] == "held_out"
+    assert set(tuning["params"]) == set(tuning["bounds"]) == {"area_ratio", "aspect_ratio"}
+    for unit, (low, high) in tuning["bounds"].items():
+        assert low <= tuning["params"][unit] <= high
+    assert len(tuning["losses"]) == trained.info["log"]["steps"] // cfg.tune_every
+    assert (tuning["loss_first"], tuning["loss_last"]) == pytest.approx(first_and_last_sixth(tuning["losses"]), abs=1e-4)
+    assert len(tuning["trajectory"]) == 2 + len(tuning["losses"])  # the warm-up's strengths, the start, each step
+    start = np.asarray(tuning["start_grid"]["loss"])
+    assert start.shape == (cfg.coarse_points, cfg.coarse_points) and tuning["start"]["moved"]
+    assert tuning["trajectory"][1] == pytest.approx(tuning["start"]["grid_minimum"], abs=1e-3)
+    assert tuning["start"]["grid_loss"] == pytest.approx(start.min(), abs=1e-4)
+    grid = tuning["grid"]
+    assert np.asarray(grid["loss"]).shape == (cfg.grid_points, cfg.grid_points) and np.isfinite(grid["loss"]).all()
+    assert grid["names"] == ["area", "aspect"] and len(grid["strengths"][0]) == cfg.grid_points
+    assert grid["physical"]["area_ratio"][0] == pytest.approx(0.02) and grid["physical"]["area_ratio"][-1] == pytest.approx(0.15)
+    assert 2 <= len(tuning["recorded"]) <= cfg.recorded_steps
     assert trained.networks["scoring"].thumbnails[0].abs().sum() > 0
+
+
+def test_the_tuning_rule_reaches_an_interior_minimum_of_a_stand_in_loss():
+    """Landscape restart, then noisy gradient steps, on a loss with its minimum at strengths (0.3, 0.65)."""
+    augmentation = CutDiff((0.02, 0.15), (0.3, 1.0))
+    target = torch.tensor([0.3, 0.65])
+    noise = torch.Generator().manual_seed(0)
+
+    def loss() -> torch.Tensor:
+        return ((augmentation.strengths - target) ** 2).sum() + 0.3 * (augmentation.strengths * torch.randn(2, generator=noise)).sum()
+
+    augmentation.set_strengths([0.98, 0.02])  # start in a corner
+    tuner = Tuner(augmentation, lr=0.05)
+    landscape = evaluate_landscape(augmentation, lambda: ((augmentation.strengths - target) ** 2).sum().item(), 5)
+    assert landscape.losses.shape == (5, 5) and augmentation.strengths.tolist() == pytest.approx([0.98, 0.02], abs=1e-4)
+    assert tuner.restart_if_lower(landscape, loss().item(), step=0)
+    for _ in range(150):
+        tuner.step(loss())
+    final = augmentation.strengths.detach()
+    assert torch.allclose(final, target, atol=0.08), final
+    assert final.min() > 0.05 and final.max() < 0.95  # at least 5 % of the range from both bounds
+    assert len(tuner.trajectory) == 152 and tuner.trajectory[1] == pytest.approx([0.25, 0.75], abs=1e-3)
+    assert not tuner.restart_if_lower(landscape, 0.0, step=1)  # a lower current loss keeps the strengths
+
+
+def test_landscape_picture_draws_axes_path_start_and_end():
+    grid = {"loss": np.add.outer(np.linspace(0, 1, 7), np.linspace(1, 0, 7)).tolist(),
+            "physical": {"area_ratio": list(np.linspace(0.02, 0.15, 7)), "aspect_ratio": list(np.geomspace(0.3, 1, 7))}}
+    picture = landscape_picture(grid, [[0.1, 0.2], [0.5, 0.5], [0.8, 0.9]])
+    assert picture.shape == (SIZE, SIZE, 3)
+    pixels = (picture * 255).round().astype(int)
+    assert (np.abs(pixels - START).sum(-1) < 30).any() and (np.abs(pixels - END).sum(-1) < 30).any()
+    assert (pixels[-40:, 60:-60] < 100).any() and (pixels[40:-60, :30] < 100).any()  # x and y labels in the margins
+    curve = loss_picture(list(np.linspace(2, 1, 50)), 25, 5)
+    assert curve.shape == (SIZE, SIZE, 3) and (curve[-40:, 60:-60] < 0.4).any()
+    assert landscape_picture({**grid, "loss": grid["loss"][0], "physical": {"angle_degrees": list(range(7))}}, [[0.2], [0.7]]).shape == (SIZE, SIZE, 3)
 
 
 def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthetic_category):
@@ -113,9 +168,12 @@ def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthe
     auroc = (defect[:, None] > normal[None]).mean()
     assert auroc > 0.7
     result = trained.predict(dataset.test[-1].load_image())
-    assert len(result.frames) == len(trained.state["tuning_frames"]) + 1
-    assert [p.kind for p in result.frames[0].panels] == ["image", "mask"]
+    assert len(result.frames) == len(trained.state["tuning"]["recorded"]) + 2
+    assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "final landscape, dark=low"]
+    assert result.frames[0].caption.startswith("Training step")
+    assert [p.title for p in result.frames[-2].panels] == ["loss if trained there", "validation loss, mean of 10"]
     assert result.frames[-1].panels[-1].kind == "heat"
+    assert all(render_frame(frame, result.calibration, 144).shape[1] <= 390 for frame in result.frames)  # phone width
     assert result.anomaly_map.shape == dataset.test[-1].load_image().shape[:2]
 
 
@@ -127,17 +185,16 @@ def test_save_load_round_trip(trained, synthetic_category, tmp_path):
     assert a.score == pytest.approx(b.score, rel=0.05, abs=0.05)
     np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=0.05, atol=0.05)
     assert loaded.calibration == trained.calibration
-    assert loaded.state["tuned_parameters"] == trained.state["tuned_parameters"]
+    assert loaded.state["tuning"] == trained.state["tuning"]
     assert len(loaded.predict(image).frames) == len(a.frames)
 
 
 def test_rotation_tuned_on_held_out_normals(synthetic_category):
-    config = STSSADConfig(
-        **{**TINY, "epochs": 4}, augmentation="rotation", validation="held_out", candidates=((0.2,), (0.6,))
-    )
+    config = STSSADConfig(**{**TINY, "epochs": 4}, augmentation="rotation", validation="held_out")
     method = STSSAD(config).fit(open_dataset(synthetic_category))
-    state = method.state
-    assert state["validation_data"] == "held_out"
-    assert [c["strengths"] for c in state["candidates"]] == [[0.2], [0.6]]
-    assert state["tuned_parameters"]["angle_degrees"] != pytest.approx(state["initial_parameters"]["angle_degrees"], abs=1e-3)
+    tuning = method.state["tuning"]
+    assert tuning["validation_data"] == "held_out" and tuning["reference_normals"] == "train"
+    assert tuning["augmentation"] == "rotation" and tuning["bounds"] == {"angle_degrees": [0.0, 180.0]}
+    assert np.asarray(tuning["grid"]["loss"]).shape == (config.grid_points,)
+    assert tuning["trajectory"][-1] != pytest.approx(tuning["trajectory"][0], abs=1e-3)
     assert np.isfinite(method.predict(open_dataset(synthetic_category).test[0].load_image()).score)

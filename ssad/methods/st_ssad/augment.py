@@ -69,6 +69,9 @@ class LearnableAugmentation(nn.Module):
     """Learnable strengths in [0, 1] (stored as logits) and the augmentation they parameterise."""
 
     names: tuple[str, ...]
+    """The strengths' names, one per parameter."""
+    units: tuple[str, ...]
+    """The physical values' names, one per parameter, in the same order."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,9 +87,25 @@ class LearnableAugmentation(nn.Module):
         with torch.no_grad():
             self.logits.copy_(torch.log(values / (1 - values)))
 
+    def to_physical(self, strengths: torch.Tensor) -> torch.Tensor:
+        """Physical values of [..., P] strengths, parameter by parameter (each depends on its own strength only)."""
+        raise NotImplementedError
+
     def physical(self) -> dict[str, float]:
         """The current hyper-parameters in their own units, for logs and captions."""
-        raise NotImplementedError
+        return {unit: round(v, 5) for unit, v in zip(self.units, self.to_physical(self.strengths).tolist())}
+
+    def bounds(self) -> dict[str, list[float]]:
+        """Each physical value's [low, high], at strengths 0 and 1."""
+        ends = self.to_physical(torch.tensor([[0.0] * len(self.names), [1.0] * len(self.names)]))
+        return {unit: [round(v, 5) for v in ends[:, i].tolist()] for i, unit in enumerate(self.units)}
+
+    def physical_axes(self, axes: tuple[tuple[float, ...], ...]) -> dict[str, list[float]]:
+        """The physical values along each parameter's axis of strengths."""
+        return {
+            unit: [round(v, 5) for v in self.to_physical(torch.tensor(axis)[:, None].expand(-1, len(self.names)))[:, i].tolist()]
+            for i, (unit, axis) in enumerate(zip(self.units, axes))
+        }
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -96,29 +115,25 @@ class CutDiff(LearnableAugmentation):
     """CutDiff: strengths (area, aspect) -> area ratio in ``area_range`` and aspect in ``aspect_range``."""
 
     names = ("area", "aspect")
+    units = ("area_ratio", "aspect_ratio")
 
     def __init__(self, area_range: tuple[float, float], aspect_range: tuple[float, float]):
         super().__init__()
         self.area_range = tuple(area_range)
         self.aspect_range = tuple(aspect_range)
 
-    def area_and_aspect(self) -> tuple[torch.Tensor, torch.Tensor]:
-        area_strength, aspect_strength = self.strengths
+    def to_physical(self, strengths: torch.Tensor) -> torch.Tensor:
         low, high = self.area_range
-        area = low + (high - low) * area_strength
+        area = low + (high - low) * strengths[..., 0]
         log_low, log_high = math.log(self.aspect_range[0]), math.log(self.aspect_range[1])
-        aspect = torch.exp(log_low + (log_high - log_low) * aspect_strength)
-        return area, aspect
-
-    def physical(self) -> dict[str, float]:
-        area, aspect = self.area_and_aspect()
-        return {"area_ratio": round(area.item(), 5), "aspect_ratio": round(aspect.item(), 5)}
+        aspect = torch.exp(log_low + (log_high - log_low) * strengths[..., 1])
+        return torch.stack([area, aspect], dim=-1)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         batch = images.shape[0]
         centres = torch.rand(batch, 2, generator=generator).to(images)
         swap = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
-        area, aspect = self.area_and_aspect()
+        area, aspect = self.to_physical(self.strengths)
         return cut_diff(images, area, aspect, centres, swap)
 
 
@@ -126,13 +141,14 @@ class Rotation(LearnableAugmentation):
     """Rotation by strength x ``max_degrees``, clockwise or anticlockwise at random per image."""
 
     names = ("angle",)
+    units = ("angle_degrees",)
 
     def __init__(self, max_degrees: float):
         super().__init__()
         self.max_degrees = max_degrees
 
-    def physical(self) -> dict[str, float]:
-        return {"angle_degrees": round(self.strengths[0].item() * self.max_degrees, 3)}
+    def to_physical(self, strengths: torch.Tensor) -> torch.Tensor:
+        return strengths * self.max_degrees
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         signs = torch.where(torch.rand(images.shape[0], generator=generator) < 0.5, -1.0, 1.0).to(images)

@@ -1,0 +1,113 @@
+"""ST-SSAD's tuning pictures: the validation-loss landscape with the tuning path, and the loss over tuning steps.
+
+Drawn as RGB pictures of ``SIZE`` pixels with their own axes and labels (panels are shown at 144-192 px,
+so the text is drawn large enough to stay readable when they are scaled down, also on a phone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ssad.viz import HEAT_MAX, colorize
+
+SIZE = 256
+LEFT, BOTTOM, TOP, RIGHT = 64, 46, 10, 12
+LABEL_FONT, TICK_FONT = 19, 17
+START, END, PATH = (0, 230, 255), (60, 255, 60), (255, 255, 255)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _axes(draw: ImageDraw.ImageDraw, canvas: Image.Image, x_label: str, x_ticks: tuple[str, str], y_label: str, y_ticks: tuple[str, str]) -> None:
+    """Frame, end ticks and labels of a plot that fills the area inside the margins."""
+    right, bottom = SIZE - RIGHT, SIZE - BOTTOM
+    draw.rectangle([LEFT - 1, TOP - 1, right, bottom], outline="black", width=1)
+    tick, label = _font(TICK_FONT), _font(LABEL_FONT)
+    draw.text((LEFT, bottom + 3), x_ticks[0], fill="black", font=tick)
+    draw.text((right, bottom + 3), x_ticks[1], fill="black", font=tick, anchor="ra")
+    draw.text(((LEFT + right) / 2, SIZE - 2), x_label, fill="black", font=label, anchor="md")
+    if not y_label:
+        return
+    text = Image.new("RGB", (bottom - TOP, LABEL_FONT + 4), "white")
+    ImageDraw.Draw(text).text(((bottom - TOP) / 2, 0), y_label, fill="black", font=label, anchor="ma")
+    canvas.paste(text.rotate(90, expand=True), (0, TOP))
+    draw.text((LEFT - 3, bottom), y_ticks[0], fill="black", font=tick, anchor="rd")
+    draw.text((LEFT - 3, TOP), y_ticks[1], fill="black", font=tick, anchor="ra")
+
+
+def _number(value: float) -> str:
+    return f"{value:.2g}"
+
+
+def landscape_picture(grid: dict[str, Any], path: list[list[float]]) -> np.ndarray:
+    """The landscape as a heat map (dark = low loss) over physical values, with ``path`` (strengths) drawn on it.
+
+    The first parameter runs along x, the second (if any) along y; the start is a cyan ring, the end a
+    green dot, the grid's lowest point a white square.
+    """
+    losses = np.asarray(grid["loss"], dtype=np.float64)
+    losses = losses[:, None] if losses.ndim == 1 else losses
+    low, high = losses.min(), losses.max()
+    heat = colorize((losses - low) / max(high - low, 1e-12) * HEAT_MAX)  # [x, y, 3]
+    width, height = SIZE - RIGHT - LEFT, SIZE - BOTTOM - TOP
+    cells = Image.fromarray(np.ascontiguousarray(heat.transpose(1, 0, 2)[::-1])).resize((width, height), Image.NEAREST)
+    canvas = Image.new("RGB", (SIZE, SIZE), "white")
+    canvas.paste(cells, (LEFT, TOP))
+    draw = ImageDraw.Draw(canvas)
+    n_x, n_y = losses.shape
+
+    def point(strengths: list[float]) -> tuple[float, float]:
+        x = LEFT + (strengths[0] * (n_x - 1) + 0.5) / n_x * width
+        y_strength = strengths[1] if len(strengths) > 1 else 0.5
+        y = TOP + height - (y_strength * (n_y - 1) + 0.5) / n_y * height if n_y > 1 else TOP + height / 2
+        return x, y
+
+    best = np.unravel_index(int(np.argmin(losses)), losses.shape)
+    bx, by = point([best[0] / max(n_x - 1, 1), best[1] / max(n_y - 1, 1)])
+    draw.rectangle([bx - 6, by - 6, bx + 6, by + 6], outline="white", width=2)
+    points = [point(p) for p in path]
+    if len(points) > 1:
+        draw.line(points, fill=PATH, width=2)
+    if points:
+        (sx, sy), (ex, ey) = points[0], points[-1]
+        draw.ellipse([sx - 6, sy - 6, sx + 6, sy + 6], outline=START, width=3)
+        draw.ellipse([ex - 5, ey - 5, ex + 5, ey + 5], fill=END, outline="black")
+    units = list(grid["physical"])
+    axes = [grid["physical"][unit] for unit in units]
+    _axes(
+        draw, canvas,
+        units[0].replace("_", " "), (_number(axes[0][0]), _number(axes[0][-1])),
+        units[1].replace("_", " ") if len(units) > 1 else "", (_number(axes[1][0]), _number(axes[1][-1])) if len(units) > 1 else ("", ""),
+    )
+    return np.asarray(canvas, dtype=np.float32) / 255
+
+
+def loss_picture(losses: list[float], upto: int, window: int) -> np.ndarray:
+    """The validation loss over tuning steps (trailing mean of ``window``), bright up to ``upto``, faint after."""
+    canvas = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(canvas)
+    smoothed = moving_average(losses, window)
+    width, height = SIZE - RIGHT - LEFT, SIZE - BOTTOM - TOP
+    low, high = (float(smoothed.min()), float(smoothed.max())) if len(smoothed) else (0.0, 1.0)
+    if len(smoothed) > 1:
+        xs = LEFT + np.arange(len(smoothed)) / (len(smoothed) - 1) * width
+        ys = TOP + height - (smoothed - low) / max(high - low, 1e-12) * height
+        line = list(zip(xs.tolist(), ys.tolist()))
+        draw.line(line, fill=(180, 180, 180), width=2)
+        if upto > 1:
+            draw.line(line[:upto], fill=(30, 90, 200), width=3)
+    _axes(draw, canvas, "tuning step", ("0", str(len(losses))), "val. loss", (_number(low), _number(high)))
+    return np.asarray(canvas, dtype=np.float32) / 255
+
+
+def moving_average(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values, as long as the input (for a readable noisy curve)."""
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
