@@ -62,16 +62,6 @@ def result_overlay(image: np.ndarray, result: AnomalyResult) -> np.ndarray:
     return heat_overlay(image, result.calibrated_map())
 
 
-def mask_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
-    """The image with the mask's boundary drawn (for the command line's ``--out`` and reports)."""
-    edge = mask & ~(
-        np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
-    )
-    out = image.copy()
-    out[edge] = colour
-    return out
-
-
 def _panel_picture(panel: Panel, calibration: Calibration, size: int) -> Image.Image:
     array = panel.array
     if panel.kind == "heat":
