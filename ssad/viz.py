@@ -63,12 +63,19 @@ def result_overlay(image: np.ndarray, result: AnomalyResult) -> np.ndarray:
 
 
 def _panel_picture(panel: Panel, calibration: Calibration, size: int) -> Image.Image:
+    """The panel drawn in a ``size`` x ``size`` square, its aspect kept (a 205 x 512 scan stays narrow), on white."""
     array = panel.array
     if panel.kind == "heat":
         pixels = colorize(calibration.calibrated_map(array))
     else:
         pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return Image.fromarray(pixels).convert("RGB").resize((size, size), Image.NEAREST if panel.kind == "mask" else Image.BILINEAR)
+    height, width = pixels.shape[:2]
+    scale = size / max(height, width)
+    shown = (max(1, round(width * scale)), max(1, round(height * scale)))
+    picture = Image.fromarray(pixels).convert("RGB").resize(shown, Image.NEAREST if panel.kind == "mask" else Image.BILINEAR)
+    square = Image.new("RGB", (size, size), "white")
+    square.paste(picture, ((size - shown[0]) // 2, (size - shown[1]) // 2))
+    return square
 
 
 def _title_font(title: str, width: int) -> ImageFont.ImageFont:

@@ -81,3 +81,13 @@ def test_gif_frames_show_only_what_each_frame_draws(tmp_path):
         height, width = drawn.shape[:2]
         assert np.abs(shown[:height, :width] - drawn).max() < 60  # palette error only
         assert (shown[height:] >= 240).all() and (shown[:, width:] >= 240).all()  # outside the frame: blank
+
+
+def test_a_tall_panel_keeps_its_aspect_in_the_animation():
+    cal = Calibration(0.0, 1.0, 3.0, 0.0, 1.0, 5, "t")
+    tall = np.zeros((100, 40, 3))  # a black 40 x 100 scan
+    strip = render_frame(Frame("tall", (Panel("scan", tall, "image"),)), cal, panel_size=50)
+    gap, caption_and_title = 6, 24 + 18
+    square = strip[caption_and_title : caption_and_title + 50, gap : gap + 50].min(axis=2)
+    dark_columns = np.flatnonzero((square < 128).all(axis=0))
+    assert len(dark_columns) == 20 and dark_columns[0] == 15  # 20 px wide in its 50 px square, centred
