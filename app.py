@@ -144,7 +144,7 @@ class App:
     def examples(self, image: gr.Image, model: gr.Dropdown, elem_id: str) -> None:
         """A collapsible gallery of thumbnails, one per (dataset, type); a click loads the image and its model."""
         thumbnails, targets = page.examples(self.workdir / "thumbnails")
-        with gr.Accordion("Examples (MVTec AD test images, Kermany OCT scans)", open=True):
+        with gr.Accordion("Examples (test images of MVTec AD, KolektorSDD, Magnetic-tile and Kermany OCT)", open=True):
             gallery = gr.Gallery(thumbnails, label="Examples", show_label=False, columns=3, height="auto",
                                  allow_preview=False, elem_id=elem_id)
 
