@@ -14,6 +14,7 @@ import pytest
 from huggingface_hub import ModelCard, SpaceCard, SpaceHardware
 from safetensors.torch import load as load_safetensors
 
+from ssad.catalog import DATASETS
 from ssad.cli import main
 from ssad.hub import HUB_REPO, embedded_models
 from ssad.leaderboard import load_leaderboard
@@ -50,7 +51,7 @@ def test_cards_carry_hub_metadata_and_the_measured_image_auroc(dry_run):
         card = ModelCard.load(dry_run / method / model / "README.md")
         data = card.data
         assert data.library_name == "ssad" and method in data.tags and "anomaly-detection" in data.tags
-        assert data.license == ("cc-by-nc-sa-4.0" if model.startswith("mvtec/") else "cc-by-4.0")
+        assert data.license == DATASETS[model.split("/")[0]].license  # mvtec, kolektorsdd: cc-by-nc-sa-4.0; oct: cc-by-4.0
         dataset, category = model.split("/")
         measured = board.rows[
             (board.rows["method"] == method_class(method).display_name) & (board.rows["dataset"] == dataset)

@@ -316,7 +316,7 @@ def training_folders(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("case, pattern", [
     ("empty", "not a dataset folder"),
     ("one", "at least 2 normal training images are needed, found 1"),
-    ("unreadable", r"broken\.png: not an image"),
+    ("unreadable", r"broken\.png: (not an image|unreadable image)"),  # the input shape reads image headers first
     ("missing", "no such folder"),
 ])
 def test_cli_train_bad_folders_exit_2_with_one_line(training_folders, tmp_path, case, pattern):
