@@ -62,28 +62,28 @@ def _without_steps(recipe: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in recipe.items() if k not in ("steps", "recon_share")}
 
 
+def _merged(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Recipe layers from the general to the specific; an ``epochs`` replaces an earlier ``steps`` and the other way round."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if "epochs" in layer:
+            merged = _without_steps(merged)
+        if "steps" in layer:
+            merged.pop("epochs", None)
+        merged.update(layer)
+    return merged
+
+
 def recipe_for(method_id: str, dataset: AnomalyDataset) -> dict[str, Any]:
     """The recipe entries that apply to a method on a dataset, merged from the general to the specific."""
-    merged: dict[str, Any] = {}
-    for key in (EVERY_DATASET, dataset.dataset, dataset.name):
-        entry = RECIPES.get((method_id, key), {})
-        if "epochs" in entry:
-            merged = _without_steps(merged)
-        if "steps" in entry:
-            merged.pop("epochs", None)
-        merged.update(entry)
-    return merged
+    return _merged([RECIPES.get((method_id, key), {}) for key in (EVERY_DATASET, dataset.dataset, dataset.name)])
 
 
 def training_config(method_id: str, dataset: AnomalyDataset, overrides: dict[str, Any] | None = None) -> MethodConfig:
     """The config a method trains with on a dataset: its defaults, the recipe, then ``overrides`` (an ``epochs``
     there replaces the recipe's steps); the input shape follows the training images' median aspect."""
     cls = method_class(method_id)
-    overrides = dict(overrides or {})
-    recipe = recipe_for(cls.id, dataset)
-    if "epochs" in overrides:
-        recipe = _without_steps(recipe)
-    combined = {**recipe, **overrides}
+    combined = _merged([recipe_for(cls.id, dataset), dict(overrides or {})])
     plain = dataclasses.replace(cls.config_class(), **_without_steps(combined))
     n_train = len(held_out_split(dataset, plain)[0])
     config = dataclasses.replace(cls.config_class(), **epochs_for_steps(combined, n_train, plain.batch_size))
