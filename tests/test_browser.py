@@ -61,7 +61,9 @@ def open_page(browser, url: str, size: str):
 def upload_and_detect(page, path: Path) -> float:
     """Upload ``path``, tap Detect and wait for the verdict; returns the seconds from the tap to the verdict."""
     page.locator("input[type=file]").first.set_input_files(str(path))
-    page.wait_for_selector("img[alt]", timeout=60_000)  # the upload's preview
+    page.wait_for_function(  # the upload's own preview, served back by the app: the file is on the server
+        "name => [...document.querySelectorAll('#detect-image img')].some(img => img.src.includes(name) && img.naturalWidth)",
+        arg=path.name, timeout=60_000)
     page.evaluate("document.querySelectorAll('#verdict .verdict').forEach(card => card.remove())")  # wait for a new one
     started = time.perf_counter()
     page.click("#detect-button")
@@ -82,12 +84,19 @@ def test_a_6000_px_phone_photo_gets_its_verdict_at_display_size_in_seconds(brows
     Image.open(BOTTLE).convert("RGB").resize((6000, 4000), Image.BILINEAR).save(photo, quality=90)
     page = open_page(browser, browser_app_url, "desktop")
     upload_and_detect(page, BOTTLE)  # warm-up: the first call loads the model
+    small = upload_and_detect(page, BOTTLE.with_name("good_000.png"))
+    download = page.locator("#download a[download]").first.get_attribute("download", timeout=60_000)
     seconds = upload_and_detect(page, photo)
     page.locator("#animation img").wait_for(timeout=30_000)
-    print(f"6000 x 4000 JPEG: verdict {seconds:.2f} s after the click")
-    assert seconds <= 10.0  # 57 s before outputs were sized for display; the 5 s target is not met yet (about 7 s here)
+    print(f"6000 x 4000 JPEG: verdict {seconds:.2f} s after the click; a 256 x 256 image {small:.2f} s")
+    # 57 s when every picture came back at full size. The target is 5 s (2.7-3.8 s here on idle cores); on busy
+    # cores both times grow, so the photo is held to its cost over a small image's in the same run.
+    assert seconds <= 5.0 or seconds <= 2.0 * small
     sizes = output_image_sizes(page)
     assert sizes and max(max(size) for size in sizes) <= 1024 + 256, sizes  # + the colour bar beside the heat map
+    page.wait_for_function(  # then the full-resolution map, as a file to download
+        "previous => [...document.querySelectorAll('#download a[download]')].some(a => a.download.startsWith('heatmap') && a.download !== previous)",
+        arg=download, timeout=60_000)
     page.close()
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import real_data
 from ssad.data import (
-    MAX_PIXELS, image_to_tensor, input_shape, load_image, make_synthetic_mvtec, median_aspect, open_dataset, resize_image,
+    MAX_PIXELS, image_to_tensor, input_shape, load_image, load_image_at_most, make_synthetic_mvtec, median_aspect, open_dataset, resize_image,
 )
 from ssad.catalog import DATASETS, ModelId
 from ssad.errors import DataError, WeightsError
@@ -122,6 +122,25 @@ def test_bad_images_are_refused_with_the_reason(tmp_path):
         load_image(huge)
     with pytest.raises(DataError, match="no such image file"):
         load_image(tmp_path / "nothing.png")
+
+
+def test_a_large_jpeg_is_decoded_reduced_by_the_same_rules(tmp_path):
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (15, 20, 3), dtype=np.uint8)).resize((2000, 1500), Image.BICUBIC))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown upright: 1500 wide, 2000 high
+    Image.fromarray(smooth).save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    whole = load_image(tmp_path / "photo.jpg")
+    reduced = load_image_at_most(tmp_path / "photo.jpg", 400)
+    assert whole.shape == (2000, 1500, 3) and reduced.shape == (400, 300, 3)
+    expected = resize_image(whole, (400, 300)).astype(int)
+    assert np.abs(reduced.astype(int) - expected).mean() < 3  # the draft decode sees the same, upright picture
+    Image.fromarray(smooth).save(tmp_path / "photo.png")
+    assert load_image_at_most(tmp_path / "photo.png", 500).shape == (375, 500, 3)
+    assert load_image_at_most(tmp_path / "photo.png", 5000).shape == (1500, 2000, 3)  # never enlarged
+    (tmp_path / "broken.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes()[:5000])
+    with pytest.raises(DataError, match="corrupt or truncated"):  # load_image's error, not the fast path's
+        load_image_at_most(tmp_path / "broken.jpg", 400)
 
 
 def test_resize_and_tensor():

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ssad.data import load_image
+from ssad.data import load_image, load_image_at_most
 from ssad.errors import DataError
 from ssad.result import AnomalyResult
 from ssad.service.models import SessionModels, get_model
@@ -21,6 +21,10 @@ from ssad.viz import frames_to_gif, heat_overlay, render_frame
 
 DISPLAY_MAX = 1024
 """Longest side, in pixels, of every picture sent to the page (the full-resolution map is a download)."""
+WORKING_MAX = 2048
+"""Longest side an upload is scored at. Every model's input is a few hundred pixels, so a phone photo is
+reduced first (scoring it whole costs seconds for nothing); images up to this size, every dataset's
+included, are scored exactly as the CLI scores them."""
 MASK_LABEL = "anomalous pixels"
 ANIMATION_PANEL = 144
 """Side of one panel in the animation GIF, in pixels (small keeps the GIF cheap to render and send)."""
@@ -46,6 +50,8 @@ class Detection:
     source: str
     detail: str
     config: dict[str, Any] = field(default_factory=dict)
+    upload: Any = None
+    """The image as uploaded, when it was reduced to :data:`WORKING_MAX` for scoring (the full-resolution map reloads it)."""
 
     @cached_property
     def picture(self) -> np.ndarray:
@@ -53,7 +59,7 @@ class Detection:
         height, width = display_size(*self.image.shape[:2])
         if (height, width) == self.image.shape[:2]:
             return self.image
-        return np.asarray(Image.fromarray(self.image).resize((width, height), Image.BILINEAR))
+        return np.asarray(Image.fromarray(self.image).resize((width, height), Image.BILINEAR, reducing_gap=2.0))
 
     @cached_property
     def display_map(self) -> np.ndarray:
@@ -87,11 +93,12 @@ def detect(
         raise DataError("no image: upload one or pick an example")
     method, source, detail = get_model(method_name, model, weights_dir, session)
     started = time.perf_counter()
-    pixels = load_image(image)
+    pixels = load_image_at_most(image, WORKING_MAX)
     result = method.predict(pixels, with_frames=with_frames)
     seconds = time.perf_counter() - started
     config = {"method": method.id, "config": dataclasses.asdict(method.config), "calibration": result.calibration.to_dict()}
-    return Detection(method.display_name, model, pixels, result, seconds, source, detail, config)
+    upload = image if max(pixels.shape[:2]) == WORKING_MAX else None  # possibly reduced: the download reloads it
+    return Detection(method.display_name, model, pixels, result, seconds, source, detail, config, upload)
 
 
 # ---------------------------------------------------------------------- words
@@ -147,12 +154,13 @@ def overlay(detection: Detection) -> np.ndarray:
     return heat_overlay(detection.picture, detection.display_map)
 
 
-def full_resolution_map(detection: Detection, folder: Path) -> Path:
+def full_resolution_map(detection: Detection, folder: Path) -> str:
     """The heat-map overlay at the image's own resolution, as a PNG to download (quick to write, not small)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"heatmap-{detection.method}-{time.time_ns()}.png"
-    Image.fromarray(heat_overlay(detection.image, detection.result.calibrated_map(), with_bar=False)).save(path, compress_level=1)
-    return path
+    image = detection.image if detection.upload is None else load_image(detection.upload)
+    Image.fromarray(heat_overlay(image, detection.result.calibrated_map(), with_bar=False)).save(path, compress_level=1)
+    return str(path)
 
 
 def mask_annotation(detection: Detection, sensitivity: float = 1.0) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
