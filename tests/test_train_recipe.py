@@ -36,7 +36,9 @@ def test_session_model_on_16_bottle_images_finds_bottle_defects(method_id, tmp_p
     seconds, auroc, check = train_and_score(method_id, real_data("mvtec/bottle"), tmp_path)
     print(f"{method_id}: trained in {seconds:.1f} s, image AUROC {auroc:.3f}; {check.describe()}")
     assert seconds < service.TrainingLimits().max_seconds
-    assert auroc >= 0.80  # issue 17 asks 0.85: measured SGSF 0.890, SSM 0.940, ST-SSAD 0.820-0.864 (seed-level spread)
+    # Measured with 1 / 2 torch threads (the sums run in another order, so the runs differ): SSM 0.942 / -,
+    # SGSF 0.866 / 0.910, ST-SSAD 0.852 / 0.864, in 127 / 108 / 74 s on one of two busy cores.
+    assert auroc >= 0.85
 
 
 if __name__ == "__main__":  # python tests/test_train_recipe.py [method ...]: the numbers only
