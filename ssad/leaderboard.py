@@ -180,15 +180,20 @@ def _empty_figure(title: str):
     return figure
 
 
+def _chart_data(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...]) -> tuple[str, pd.DataFrame, list[str]]:
+    """A chart's title, its rows (method, source, one column per category) and its category columns."""
+    table = results_table(board, dataset, metric, sources)
+    categories = [c for c in table.columns if c not in ("method", "source", "provenance")]
+    return f"{METRICS[metric]} (%), {DATASETS[dataset]}", table, categories
+
+
 def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...] = SOURCES):
     """Plotly grouped bars: one group per category, one bar per method and source; colour = method, hatch = reported."""
     import plotly.graph_objects as go
 
-    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
-    table = results_table(board, dataset, metric, sources)
+    title, table, categories = _chart_data(board, dataset, metric, sources)
     if table.empty:
         return _empty_figure(title)
-    categories = [c for c in table.columns if c not in ("method", "source", "provenance")]
     colours = method_colours(board)
     figure = go.Figure()
     for _, row in table.iterrows():
@@ -217,11 +222,9 @@ def heatmap(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, .
     """Plotly heat map of methods by categories on the metric's fixed scale; empty cells stay empty (n/a)."""
     import plotly.graph_objects as go
 
-    title = f"{METRICS[metric]} (%), {DATASETS[dataset]}"
-    table = results_table(board, dataset, metric, sources)
+    title, table, categories = _chart_data(board, dataset, metric, sources)
     if table.empty:
         return _empty_figure(title)
-    categories = [c for c in table.columns if c not in ("method", "source", "provenance")]
     z = table[categories].astype(float).values
     text = [[f"{v:.1f}" if not math.isnan(v) else "n/a" for v in row] for row in z]
     low, high = METRIC_RANGE[metric]

@@ -44,7 +44,7 @@ def test_detect_returns_score_overlay_mask_and_animation(client, tiny_weights, m
     assert isinstance(score, float) and score == pytest.approx(expected.result.score, rel=1e-4, abs=1e-4)
     assert label == expected.result.label and service.verdict_sentence(expected) in verdict
     overlay_image = Image.open(overlay)
-    assert overlay_image.format == "PNG" and overlay_image.height == 256 and overlay_image.width > 256  # + colour bar
+    assert overlay_image.format == "WEBP" and overlay_image.height == 256 and overlay_image.width > 256  # + colour bar
     assert Path(mask["image"]).is_file() and mask["annotations"][0]["label"] == service.MASK_LABEL
     if expected.result.frames:
         animation = Image.open(gif)
