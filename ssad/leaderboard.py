@@ -188,12 +188,20 @@ def _chart_data(board: Leaderboard, dataset: str, metric: str, sources: tuple[st
 
 
 def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[str, ...] = SOURCES):
-    """Plotly grouped bars: one group per category, one bar per method and source; colour = method, hatch = reported."""
+    """Plotly grouped bars: one group per category, one bar per method and source; colour = method, hatch = reported.
+
+    With measured rows in the selection, only the categories they cover are drawn: there the reported figures
+    are compared with this run's.
+    """
     import plotly.graph_objects as go
 
     title, table, categories = _chart_data(board, dataset, metric, sources)
     if table.empty:
         return _empty_figure(title)
+    measured = table[table["source"] == "measured"]
+    if not measured.empty:  # fifteen groups of sixteen bars cannot be read on a phone; the heat map shows them all
+        categories = [c for c in categories if measured[c].notna().any()]
+        title += " · categories with a measured figure"
     colours = method_colours(board)
     figure = go.Figure()
     for _, row in table.iterrows():

@@ -33,6 +33,8 @@ def test_named_endpoints_follow_the_contract(client):
     assert [p["parameter_name"] for p in endpoints["/detect"]["parameters"]] == ["image", "method", "model"]
     assert [p["parameter_name"] for p in endpoints["/leaderboard"]["parameters"]] == ["dataset", "metric"]
     assert len(endpoints["/leaderboard"]["returns"]) == 1
+    labels = [r["label"] for r in endpoints["/detect"]["returns"]]
+    assert labels[:2] == ["Image score", "Label"] and all(label and not label.startswith("value_") for label in labels), labels
 
 
 @pytest.mark.parametrize("method", [cls.display_name for cls in METHODS.values()])
