@@ -201,14 +201,14 @@ def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[s
     measured = table[table["source"] == "measured"]
     if not measured.empty:  # fifteen groups of sixteen bars cannot be read on a phone; the heat map shows them all
         categories = [c for c in categories if measured[c].notna().any()]
-        title += " · categories with a measured figure"
+        title += "<br><sup>categories with a measured figure</sup>"
     colours = method_colours(board)
     figure = go.Figure()
     for _, row in table.iterrows():
         style = REPORTED_STYLE if row["source"] == "reported" else {}
         figure.add_bar(
             name=f"{row['method']} ({row['source']})",
-            x=[CATEGORY_LABELS.get(c, c) for c in categories],
+            x=[CATEGORY_LABELS.get(c, c).replace(", ", "<br>") for c in categories],  # a short line each: room for the bars
             y=[row[c] for c in categories],
             marker_color=colours[row["method"]],
             opacity=style.get("opacity", 1.0),
@@ -220,7 +220,7 @@ def grouped_bars(board: Leaderboard, dataset: str, metric: str, sources: tuple[s
         title=title,
         yaxis_title=f"{METRICS[metric]} (%)",
         legend=dict(title="method (source)", orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
-        margin=dict(l=40, r=20, t=50, b=40),
+        margin=dict(l=40, r=20, t=70, b=40),
         height=360 + 20 * len(table),  # room for a one-column legend on a phone
     )
     return figure
