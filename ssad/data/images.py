@@ -63,7 +63,6 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return _check_size(_pil_to_rgb(picture), name)
 
 
-
 def load_image_at_most(source: ImageSource, longest: int) -> np.ndarray:
     """:func:`load_image`, with the longer side reduced to at most ``longest`` (area-averaged).
 
@@ -90,6 +89,7 @@ def load_image_at_most(source: ImageSource, longest: int) -> np.ndarray:
         return pixels
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(pixels).resize(shape, Image.BILINEAR, reducing_gap=2.0))
+
 
 def _pil_to_rgb(picture: Image.Image) -> np.ndarray:
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
