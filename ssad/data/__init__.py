@@ -1,7 +1,7 @@
 """Data: the three dataset layouts, predictable image decoding with limits, and a synthetic generator."""
 
 from ssad.data.datasets import AnomalyDataset, Sample, image_files, open_dataset
-from ssad.data.images import MAX_PIXELS, MIN_SIDE, image_to_tensor, input_shape, load_image, load_image_at_most, load_mask, median_aspect, resize_image
+from ssad.data.images import MAX_PIXELS, MIN_SIDE, fit_within, image_to_tensor, input_shape, load_image, load_image_at_most, load_mask, median_aspect, resize_image
 from ssad.data.synthetic import make_synthetic_mvtec
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "MIN_SIDE",
     "AnomalyDataset",
     "Sample",
+    "fit_within",
     "image_files",
     "image_to_tensor",
     "input_shape",

@@ -81,8 +81,11 @@ def load_image_at_most(source: ImageSource, longest: int) -> np.ndarray:
                     pixels = load_image(np.asarray(ImageOps.exif_transpose(picture).convert("RGB")))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             pixels = None
-    if pixels is None:
-        pixels = load_image(source)
+    return fit_within(load_image(source) if pixels is None else pixels, longest)
+
+
+def fit_within(pixels: np.ndarray, longest: int) -> np.ndarray:
+    """The RGB uint8 image with its longer side at most ``longest`` (itself when it already is), area-averaged."""
     height, width = pixels.shape[:2]
     scale = min(1.0, longest / max(height, width))
     if scale == 1.0:

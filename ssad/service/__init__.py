@@ -8,7 +8,7 @@ for every method in the registry, so a newly registered method appears without a
 from ssad.hub import HUB_REPO, HUB_REVISION
 from ssad.service.detection import (
     ANIMATION_PANEL, DISPLAY_MAX, MASK_LABEL, Detection, animation, calibration_sentence, details_markdown, detect,
-    display_size, empty_mask_reason, frame_picture, full_resolution_map, mask_annotation, mask_share, overlay,
+    empty_mask_reason, frame_picture, full_resolution_map, mask_annotation, mask_share, overlay,
     reconstruction_pair, verdict_sentence,
 )
 from ssad.service.models import (
@@ -22,7 +22,7 @@ from ssad.service.training import (
 
 __all__ = [
     "ANIMATION_PANEL", "DISPLAY_MAX", "MASK_LABEL", "Detection", "animation", "calibration_sentence", "details_markdown",
-    "detect", "display_size", "empty_mask_reason", "frame_picture", "full_resolution_map", "mask_annotation",
+    "detect", "empty_mask_reason", "frame_picture", "full_resolution_map", "mask_annotation",
     "mask_share", "overlay", "reconstruction_pair", "verdict_sentence",
     "HUB_REPO", "HUB_REVISION", "USUAL_MODELS", "Availability", "SessionModels", "availability", "availability_table",
     "current_device", "default_method", "default_model", "display_names", "get_model", "model_choices",

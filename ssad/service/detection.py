@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ssad.data import load_image, load_image_at_most
+from ssad.data import fit_within, load_image, load_image_at_most
 from ssad.errors import DataError
 from ssad.result import AnomalyResult
 from ssad.service.models import SessionModels, get_model
@@ -30,12 +30,6 @@ ANIMATION_PANEL = 144
 """Side of one panel in the animation GIF, in pixels (small keeps the GIF cheap to render and send)."""
 HIDDEN_EXTRAS = ("anomaly_probability",)
 """Extras not shown as figures: ST-SSAD's 'augmented' probability is not the verdict and contradicts it."""
-
-
-def display_size(height: int, width: int, longest: int = DISPLAY_MAX) -> tuple[int, int]:
-    """(height, width) scaled down so that the longer side is at most ``longest``."""
-    scale = min(1.0, longest / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @dataclass(frozen=True)
@@ -56,10 +50,7 @@ class Detection:
     @cached_property
     def picture(self) -> np.ndarray:
         """The image at display size."""
-        height, width = display_size(*self.image.shape[:2])
-        if (height, width) == self.image.shape[:2]:
-            return self.image
-        return np.asarray(Image.fromarray(self.image).resize((width, height), Image.BILINEAR, reducing_gap=2.0))
+        return fit_within(self.image, DISPLAY_MAX)
 
     @cached_property
     def display_map(self) -> np.ndarray:
