@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssad train | evaluate | predict | calibrate | bench | rebuild | select | publish`` (see the README).
+"""Command line: ``python -m ssad train | evaluate | predict | calibrate | bench | replay | rebuild | select | publish`` (see the README).
 
 Every user-facing problem ends as one line on stderr and exit status 2, never a traceback.
 """
@@ -188,6 +188,20 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> None:
+    from ssad.replay import adopt, replay
+
+    cls = method_class(args.method)
+    folder = Path(args.weights) if args.weights else resolve_weights(cls.id, args.model, allow_download=False).folder
+    if not folder.is_dir():
+        raise SsadError(f"--weights {folder}: no such folder")
+    data = _training_folder(args.data, cls.load(folder))
+    record = replay(cls.id, folder, data, args.epochs, tuple(args.set), args.commit)
+    if args.adopt:
+        adopt(cls.id, folder, record)
+    _emit({"weights": str(folder), **record.to_dict(), "adopted": bool(args.adopt)}, args.json)
+
+
 def cmd_rebuild(args: argparse.Namespace) -> None:
     from ssad.rebuild import default_jobs, plan, rebuild, summary_table
 
@@ -339,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json")
     calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     calibrate.set_defaults(run=cmd_calibrate)
+
+    replay_ = commands.add_parser(
+        "replay", help="train a model's config briefly with the code of the commit that trained it and with today's; compare the weights"
+    )
+    replay_.add_argument("--method", required=True, help=method_help)
+    replayed = replay_.add_mutually_exclusive_group(required=True)
+    replayed.add_argument("--model", help="dataset/category of a model in the weights folder")
+    replayed.add_argument("--weights", help="weights folder")
+    replay_.add_argument("--data", help="the training dataset folder (default: the one recorded with the weights)")
+    replay_.add_argument("--epochs", type=int, default=1, help="epochs each side trains (default 1)")
+    replay_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config field both sides train with")
+    replay_.add_argument("--commit", help="the commit to replay (default: the one recorded with the weights)")
+    replay_.add_argument("--adopt", action="store_true", help="when the weights agree, record today's training fingerprint with the model")
+    replay_.add_argument("--json")
+    replay_.set_defaults(run=cmd_replay)
 
     rebuild = commands.add_parser("rebuild", help="train (or reuse) and evaluate every method on every dataset; rewrite the measured leaderboard rows")
     rebuild.add_argument("--methods", nargs="+", help=f"method ids (default: all of {', '.join(METHODS)})")
