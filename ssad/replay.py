@@ -99,6 +99,7 @@ def replay(
     """Train the model's config for ``epochs`` with the code of ``commit`` (default: the one that trained it)
     and with today's, in two processes side by side, and compare the weights they save."""
     cls = method_class(method_id)
+    data = Path(data).resolve()  # the older code runs in its own worktree
     description = read_config(folder)
     if commit is None:
         commit = (description.get("info") or {}).get("commit") or ""
@@ -112,17 +113,19 @@ def replay(
     with tempfile.TemporaryDirectory(prefix="ssad-replay-") as scratch:
         then_code, out = Path(scratch) / "code", Path(scratch)
         _git("worktree", "add", "--detach", "--quiet", str(then_code), commit)
+        runs: dict[str, subprocess.Popen] = {}
         try:
-            runs = {
-                name: subprocess.Popen(_train_command(cls.id, data, out / name, epochs, settings), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for name, cwd in (("then", then_code), ("now", CHECKOUT))
-            }
+            for name, cwd in (("then", then_code), ("now", CHECKOUT)):
+                with open(out / f"{name}.log", "w") as log:  # a file, not a pipe, which a long run's progress would fill
+                    runs[name] = subprocess.Popen(_train_command(cls.id, data, out / name, epochs, settings), cwd=cwd, stdout=log, stderr=log)
             for name, run in runs.items():
-                _, error = run.communicate()
-                if run.returncode != 0:
-                    last = error.strip().splitlines()[-1] if error.strip() else f"exit status {run.returncode}"
+                if run.wait() != 0:
+                    lines = (out / f"{name}.log").read_text().replace("\r", "\n").strip().splitlines()
+                    last = lines[-1] if lines else f"exit status {run.returncode}"
                     raise SsadError(f"training with the code of {'commit ' + commit[:10] if name == 'then' else 'today'} failed: {last}")
         finally:
+            for run in runs.values():
+                run.kill()  # the other side, when one failed
             _git("worktree", "remove", "--force", str(then_code))
         for name in ("then", "now"):
             mismatch = settings_mismatch(committed, json.loads((out / name / CONFIG_FILE).read_text())["config"], replay_only)
