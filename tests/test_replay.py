@@ -1,6 +1,7 @@
 """Replay: today's training code against a commit's, weights compared bit for bit, and what adopting records."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ssad.cli import config_overrides
+from ssad.cli import config_overrides, main
+from ssad.errors import SsadError
 from ssad.data import open_dataset
 from ssad.methods import method_class
 from ssad.rebuild import needed_step
@@ -56,3 +58,19 @@ def test_a_model_replayed_against_head_is_bit_identical_and_adopting_asks_only_f
     adopt("ssm", folder, record)
     assert needed_step(cls, folder, config, dataset) == ("recalibrate", "scoring code changed")
     assert json.loads((folder / "config.json").read_text())["info"]["fingerprints"]["replay"]["identical"] is True
+
+
+def test_a_model_trained_from_modified_files_is_refused_before_anything_trains(tiny_weights, synthetic_category, tmp_path):
+    folder = shutil.copytree(tiny_weights / "sgsf" / "mvtec" / "bottle", tmp_path / "model")
+    description = json.loads((folder / "config.json").read_text())
+    description["info"]["commit"] = "0123456789-dirty"
+    (folder / "config.json").write_text(json.dumps(description))
+    with pytest.raises(SsadError, match="trained from modified files"):
+        replay("sgsf", folder, synthetic_category)
+
+
+def test_the_cli_says_in_one_line_when_the_commit_is_unknown(tiny_weights, synthetic_category, capsys):
+    folder = tiny_weights / "sgsf" / "mvtec" / "bottle"
+    assert main(["replay", "--method", "sgsf", "--weights", str(folder), "--data", str(synthetic_category), "--commit", "0" * 40]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: git rev-parse") and "\n" not in error
