@@ -156,8 +156,8 @@ def _training_folder(data: str | None, method: Method) -> Path:
     return folder
 
 
-def cmd_calibrate(args: argparse.Namespace) -> None:
-    cls = method_class(args.method)
+def _model_on_disk(cls: type[Method], args: argparse.Namespace) -> Path:
+    """The folder of ``--weights``, or of ``--model`` in the weights folder (never a download: it is rewritten)."""
     if args.weights:
         folder = Path(args.weights)
     else:
@@ -167,6 +167,12 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         folder = resolved.folder
     if not folder.is_dir():
         raise SsadError(f"--weights {folder}: no such folder")
+    return folder
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    cls = method_class(args.method)
+    folder = _model_on_disk(cls, args)
     method = cls.load(folder, _device(args.device))
     dataset = open_dataset(_training_folder(args.data, method))
     before = method.calibration
@@ -192,9 +198,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     from ssad.replay import adopt, replay
 
     cls = method_class(args.method)
-    folder = Path(args.weights) if args.weights else resolve_weights(cls.id, args.model, allow_download=False).folder
-    if not folder.is_dir():
-        raise SsadError(f"--weights {folder}: no such folder")
+    folder = _model_on_disk(cls, args)
     data = _training_folder(args.data, cls.load(folder))
     record = replay(cls.id, folder, data, args.epochs, tuple(args.set), args.commit)
     if args.adopt:
@@ -307,6 +311,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _add_model_on_disk_arguments(command: argparse.ArgumentParser, method_help: str) -> None:
+    """``--method``, ``--model`` or ``--weights``, and ``--data``: a model in a folder here and its training data."""
+    command.add_argument("--method", required=True, help=method_help)
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="dataset/category of a model in the weights folder")
+    source.add_argument("--weights", help="weights folder")
+    command.add_argument("--data", help="the training dataset folder (default: the one recorded with the weights)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ssad", description="Self-supervised anomaly detection: SSM, ST-SSAD, SGSF.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -345,11 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser(
         "calibrate", help="recompute a model's calibration from its held-out training normals; the weights file is not touched"
     )
-    calibrate.add_argument("--method", required=True, help=method_help)
-    model_source = calibrate.add_mutually_exclusive_group(required=True)
-    model_source.add_argument("--model", help="dataset/category of a model in the weights folder")
-    model_source.add_argument("--weights", help="weights folder")
-    calibrate.add_argument("--data", help="the training dataset folder (default: the one recorded with the weights)")
+    _add_model_on_disk_arguments(calibrate, method_help)
     calibrate.add_argument("--json")
     calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     calibrate.set_defaults(run=cmd_calibrate)
@@ -357,11 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_ = commands.add_parser(
         "replay", help="train a model's config briefly with the code of the commit that trained it and with today's; compare the weights"
     )
-    replay_.add_argument("--method", required=True, help=method_help)
-    replayed = replay_.add_mutually_exclusive_group(required=True)
-    replayed.add_argument("--model", help="dataset/category of a model in the weights folder")
-    replayed.add_argument("--weights", help="weights folder")
-    replay_.add_argument("--data", help="the training dataset folder (default: the one recorded with the weights)")
+    _add_model_on_disk_arguments(replay_, method_help)
     replay_.add_argument("--epochs", type=int, default=1, help="epochs each side trains (default 1)")
     replay_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config field both sides train with")
     replay_.add_argument("--commit", help="the commit to replay (default: the one recorded with the weights)")
