@@ -22,7 +22,7 @@ from ssad.errors import SsadError
 from ssad.evaluation import evaluate
 from ssad.hub import load_model, resolve_weights
 from ssad.methods import METHODS, Method, method_class
-from ssad.methods.base import WEIGHTS_FILE, Progress, sha256_of
+from ssad.methods.base import WEIGHTS_FILE, Progress, read_config, sha256_of
 from ssad.precision import PRECISIONS, resolve_precision
 from ssad.recipes import training_config
 from ssad.settings import CHECKOUT
@@ -148,9 +148,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _emit(payload, None)
 
 
-def _training_folder(data: str | None, method: Method) -> Path:
-    """The dataset folder given, else the one recorded with the weights (relative ones to the checkout)."""
-    folder = Path(data or method.info.get("data") or "")
+def _training_folder(data: str | None, info: dict[str, Any]) -> Path:
+    """The dataset folder given, else the one recorded with the weights (``info``; relative ones to the checkout)."""
+    folder = Path(data or info.get("data") or "")
     if not folder.is_absolute() and not folder.is_dir():
         folder = CHECKOUT / folder  # training records the folder as given, often relative to the checkout
     return folder
@@ -174,7 +174,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     cls = method_class(args.method)
     folder = _model_on_disk(cls, args)
     method = cls.load(folder, _device(args.device))
-    dataset = open_dataset(_training_folder(args.data, method))
+    dataset = open_dataset(_training_folder(args.data, method.info))
     before = method.calibration
     progress, bar = tqdm_progress(f"calibrate {cls.id} on {dataset.name}")
     try:
@@ -199,7 +199,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
 
     cls = method_class(args.method)
     folder = _model_on_disk(cls, args)
-    data = _training_folder(args.data, cls.load(folder))
+    data = _training_folder(args.data, read_config(folder).get("info") or {})
     record = replay(cls.id, folder, data, args.epochs, tuple(args.set), args.commit)
     if args.adopt:
         adopt(cls.id, folder, record)
@@ -233,7 +233,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     trained = _load(args, args.model) if args.model or args.weights else None
     if trained is None and not args.data:
         raise SsadError("give --data DIR to train candidates, or --model/--weights to rank scoring settings of a trained model")
-    dataset = open_dataset(_training_folder(args.data, trained) if trained else args.data)
+    dataset = open_dataset(_training_folder(args.data, trained.info) if trained else args.data)
     progress, bar = tqdm_progress(f"select {cls.id} on {dataset.name}")
     try:
         if trained:

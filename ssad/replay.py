@@ -109,6 +109,7 @@ def replay(
     commit = _git("rev-parse", "--verify", f"{commit}^{{commit}}")
     committed = cls.config_class.from_saved(description["config"]).training_settings()
     replay_only = {"epochs", *(setting.partition("=")[0] for setting in settings)}
+    code_of = {"then": f"the code of commit {commit[:10]}", "now": "today's code"}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ssad-replay-") as scratch:
         then_code, out = Path(scratch) / "code", Path(scratch)
@@ -122,7 +123,7 @@ def replay(
                 if run.wait() != 0:
                     lines = (out / f"{name}.log").read_text().replace("\r", "\n").strip().splitlines()
                     last = lines[-1] if lines else f"exit status {run.returncode}"
-                    raise SsadError(f"training with the code of {'commit ' + commit[:10] if name == 'then' else 'today'} failed: {last}")
+                    raise SsadError(f"training with {code_of[name]} failed: {last}")
         finally:
             for run in runs.values():
                 run.kill()  # the other side, when one failed
@@ -130,7 +131,7 @@ def replay(
         for name in ("then", "now"):
             mismatch = settings_mismatch(committed, json.loads((out / name / CONFIG_FILE).read_text())["config"], replay_only)
             if mismatch:
-                raise SsadError(f"the replay with the code of {'commit ' + commit[:10] if name == 'then' else 'today'} trained other settings than the model's ({mismatch}); give them with --set")
+                raise SsadError(f"the replay with {code_of[name]} trained other settings than the model's ({mismatch}); give them with --set")
         comparison = compare_weights(out / "then" / WEIGHTS_FILE, out / "now" / WEIGHTS_FILE)
     return ReplayRecord(commit=commit, epochs=epochs, settings=tuple(settings), comparison=comparison, seconds=round(time.perf_counter() - started, 1))
 
