@@ -137,7 +137,7 @@ def stage_plan(config: MethodConfig) -> list[tuple[tuple[str, ...], int]]:
     recon = getattr(config, "recon_epochs", None)
     if recon is not None:  # SGSF: the reconstruction network first, then the segmenter, each counted from 0
         return [(("reconstruction",), recon), (("segmentation",), config.epochs)]
-    return [(("epoch", "step"), config.epochs)]  # one counter over the whole training
+    return [(("epoch", "warm-up", "step"), config.epochs)]  # one counter over the whole training
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,7 @@ class STSSAD(Method):
 
 
 class _Counter:
-    """Progress over the training steps, with a message per step."""
+    """Progress over warm-up and training steps together."""
 
     def __init__(self, progress: Progress, total: int):
         self.progress, self.total, self.done = progress, total, 0

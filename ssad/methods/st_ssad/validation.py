@@ -2,9 +2,11 @@
 
 The data it compares: ``normal`` are embeddings of normals the detector was *not* trained on (the
 held-out training normals), ``augmented`` the embeddings of the same images augmented, ``validation``
-those of the unlabelled validation images. Training normals are not used as the reference: with the
-earlier tuning rule, which read the loss through the trained detector, a faint augmentation of a
-training normal looked like an unseen normal and the loss preferred the faintest augmentation.
+those of the unlabelled validation images. Training normals are not used as the reference: the
+detector has fitted them, so a faint augmentation of a training normal looks like an unseen normal
+and the loss preferred the faintest augmentation (measured on the committed bottle model: with
+training normals the loss at the lower area bound was 0.47 against 0.34 at the minimum; with held-out
+normals 0.71 against 0.51, the minimum at 1/6 of both ranges).
 
 All embeddings are centred together and scaled by sqrt(N) / ||Z_c||_F (the paper's Eq. 2 factor), so
 their mean squared norm is 1: the loss cannot be lowered by shrinking or inflating the embedding space.
