@@ -14,32 +14,35 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   ``batch_size`` normals with colour jitter (brightness, contrast, saturation +-``jitter``; DSV's hue
   jitter is left out) and the same images augmented. ``epochs`` counts passes over the normals.
 * CutDiff follows DSV's SmoothCutOut (bump exp(-||d||^2/0.2) subtracted, clipped to [0, 1]; area
-  linear in ``area_range``, aspect log-linear in [0.3, 1]). DSV's area range is [0.02, 0.15]; ours
-  reaches 0.4 because the validation loss was lowest at 0.15 on bottle and pill for 5 of 6 seeds, and
-  inside [0.02, 0.4] for all 6 (``docs/st-ssad-tuning.md``); the bump is averaged over each pixel (erf)
+  linear in [0.02, 0.15], aspect log-linear in [0.3, 1]); the bump is averaged over each pixel (erf)
   so it vanishes continuously at zero area; height and width swap at random per image; the patch
   centre is uniform over the image. The two learnable strengths live in [0, 1] through a sigmoid.
 * Rotation (``augmentation = "rotation"``, for semantic anomalies): angle = strength x 180 degrees,
   random sign per image, bilinear with reflected borders. CutDiff is the default (industrial defects).
 * Validation loss: see ``validation.py`` (centre + scale all embeddings together, then a symmetric
   mean squared distance between the normal and augmented means and the validation set), computed on
-  the embedding-head output of the detector *as initialised* (a frozen copy, eval mode). The normals it
-  compares with are the held-out training normals and their augmented copies; with
+  the embedding-head output with the detector in eval mode and frozen. The normals it compares with
+  are the held-out training normals (unseen by the detector) and their augmented copies; with
   ``validation = "held_out"`` they are the validation data, and the training normals are compared.
-* Tuning: see ``tuning.py``. The strengths start at ``initial_strength`` (the middle of each range, as
-  DSV initialises them); every ``tune_every`` detector steps one Adam step (lr ``tune_lr``) on the
-  augmentation logits follows the gradient of the validation loss on ``landscape_images`` fixed
-  images with fixed augmentation randomness: the paper's alternating updates, on a loss that does not
-  move while the detector trains. Before training, the same loss on a ``grid_points``-per-parameter grid
-  (the landscape) is stored in ``state["tuning"]["grid"]`` with its lowest point and the tuning path,
-  and drawn in the frames (the same for every image: they show the training).
+* Tuning: see ``tuning.py``. The detector warms up for ``warmup_steps`` at strength
+  ``initial_strength`` (the middle of each range); from that warm-up, a copy trains
+  ``candidate_steps`` more steps at each point of a ``coarse_points``-per-parameter grid and the
+  validation loss is read there (the *start landscape*, fixed ``landscape_images`` images and fixed
+  augmentation randomness); training continues from the warm-up at the grid's lowest point. Then
+  every ``tune_every`` detector steps one Adam step (lr ``tune_lr``) on the augmentation logits
+  follows the loss on fresh random subsets of ``validation_batch`` images. This replaces the paper's
+  score-variance choice among candidates (for less: 16 x 6 detector steps against 4 x 40). Every
+  candidate sees the same batches and augmentation randomness, so that the grid compares strengths only.
+  After training, a ``grid_points`` landscape of the final, frozen detector is stored in
+  ``state["tuning"]["grid"]`` (the start landscape in ``start_grid``) with the tuning path, and drawn in
+  the frames (the same for every image: they show the training).
 * Validation data (``validation``): ``"test"`` = the dataset's test images without their labels
   (transductive, as in the paper; at most ``max_validation_images``, a seeded random subset);
   ``"held_out"`` = the held-out training normals (which also calibrate the threshold). Without test
   images, ``"test"`` falls back to ``"held_out"``; ``state["tuning"]["validation_data"]`` records what
   was used. ``"test"`` stays the default although it is transductive: held-out normals contain no
-  anomaly for the augmentation to align with (with the earlier tuning rule, their landscape was lowest
-  at a bound: bottle the lower corner, pill the largest area).
+  anomaly for the augmentation to align with, and their landscape on the committed models is lowest
+  at a bound (bottle: the lower corner; pill: the largest area).
 * Score: Mahalanobis distance of globally pooled backbone features to those of the training normals,
   with a Ledoit-Wolf covariance (the CutPaste/DSV protocol, which pools the last stage). We pool the
   stages ``score_stages`` (default the last two, 128 + 256 channels), L2-normalise each and concatenate:
@@ -50,8 +53,8 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   of the stage maps ``map_stages`` (upsampled to the finest, concatenated) to the training normals'
   mean at that position under one shared Ledoit-Wolf covariance, upsampled and Gaussian-smoothed.
 
-How the defaults were chosen, without test labels: the tuning rule by the validation loss itself (the
-landscapes of trained and of initial detectors, ``tuning.py`` and ``docs/st-ssad-tuning.md``); the
+How the defaults were chosen, without test labels: the tuning rule and its settings by the
+validation loss itself (the landscapes of the committed models' frozen detectors, ``tuning.py``); the
 scoring settings (``score_stages`` (2, 3) or (3,), 100 or 200 epochs) by ``python -m ssad select`` on
 bottle, which ranks candidates by the AUROC of 31 set-aside training normals against forged copies of
 them (0.998 against 0.994 to 0.996; ``leaderboard/selections/st-ssad_mvtec_bottle.json``). Pill and
@@ -104,15 +107,19 @@ class STSSADConfig(MethodConfig):
     hidden: int = 256
     embedding_dim: int = 128
     augmentation: str = "cutdiff"
-    area_range: tuple[float, float] = (0.02, 0.4)  # DSV: (0.02, 0.15), where the loss was lowest at the top on bottle and pill
+    area_range: tuple[float, float] = (0.02, 0.15)
     aspect_range: tuple[float, float] = (0.3, 1.0)
     max_rotation_degrees: float = 180.0
-    initial_strength: float = 0.5  # where every strength starts, as in DSV: the middle of each range
+    initial_strength: float = 0.5  # every strength during the warm-up: the middle of each range
+    warmup_steps: int = 40
+    coarse_points: int = 4  # per parameter, for the start: strengths 0, 1/3, 2/3, 1
+    candidate_steps: int = 6  # detector steps from the warm-up at each start point (same batches) before its loss is read
     grid_points: int = 7  # per parameter, for the landscape stored and drawn
-    landscape_images: int = 64  # normals (augmented too) and validation images the loss is read on
+    landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
     tune_every: int = 4
     tune_lr: float = 0.05
     validation: str = "test"
+    validation_batch: int = 32
     max_validation_images: int = 200
     score_stages: tuple[int, ...] = (2, 3)
     map_stages: tuple[int, ...] = (1, 2)
@@ -122,8 +129,7 @@ class STSSADConfig(MethodConfig):
     thumbnail_size: int = 64
 
     scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("map_sigma", "pixel_map")
-    retired_fields: ClassVar[tuple[str, ...]] = ("candidates", "warmup_steps", "coarse_points", "candidate_steps", "validation_batch")
-    """Settings of earlier tuning rules (a score-variance start, then a start landscape trained point by point)."""
+    retired_fields: ClassVar[tuple[str, ...]] = ("candidates",)  # the score-variance initialisation, replaced by landscapes
 
 
 class ScoringState(nn.Module):
@@ -173,37 +179,58 @@ class STSSAD(Method):
         augmentation = self.networks["augmentation"]
         generator = torch.Generator().manual_seed(cfg.seed)
         train = data.train.to(self.device)
+        validation = self._validation_images(data).to(self.device)
         steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-        counter = _Counter(progress, steps)
-        loss_at = self._validation_loss(self._reference_normals(data).to(self.device), self._validation_images(data).to(self.device))
-        with torch.no_grad():
-            landscape = evaluate_landscape(augmentation, lambda: loss_at().item(), cfg.grid_points)
+        n_candidates = cfg.coarse_points ** len(augmentation.names)
+        total = cfg.warmup_steps + steps
+        counter = _Counter(progress, total + n_candidates * cfg.candidate_steps)
+        reference = self._reference_normals(data).to(self.device)
+        loss_at = self._fixed_loss(reference, validation)
 
         augmentation.set_strengths([cfg.initial_strength] * len(augmentation.names))
-        tuner = Tuner(augmentation, cfg.tune_lr)
         optimizer = self._detector_optimizer()
+        for step in range(cfg.warmup_steps):
+            self._detector_step(train, optimizer, step, total, generator)
+            counter.tick(f"warm-up at strength {cfg.initial_strength}")
+
+        detector = self.networks["detector"]
+        warm = copy.deepcopy((detector.state_dict(), optimizer.state_dict()))
+
+        def loss_after_training_at() -> float:
+            detector.load_state_dict(warm[0])
+            optimizer.load_state_dict(warm[1])
+            same_batches = torch.Generator().manual_seed(cfg.seed + 4)
+            for step in range(cfg.candidate_steps):
+                self._detector_step(train, optimizer, cfg.warmup_steps + step, total, same_batches)
+                counter.tick(f"start candidate {augmentation.physical()}")
+            return loss_at()
+
+        tuner = Tuner(augmentation, cfg.tune_lr)
+        start = evaluate_landscape(augmentation, loss_after_training_at, cfg.coarse_points)
+        detector.load_state_dict(warm[0])
+        optimizer.load_state_dict(warm[1])
+        tuner.restart_if_lower(start, math.inf, 0)
         n_tune = steps // cfg.tune_every
         recorded_at = set(np.linspace(0, n_tune - 1, cfg.recorded_steps).round().astype(int).tolist()) if n_tune else set()
         recorded: list[dict[str, int]] = []
         bce_losses = []
         for step in range(steps):
-            bce_losses.append(self._detector_step(train, optimizer, step, steps, generator))
+            bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator))
             if (step + 1) % cfg.tune_every == 0 and len(tuner.losses) < n_tune:
                 if len(tuner.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
                     self._record_thumbnail(len(recorded), train[0])
                     recorded.append({"step": step + 1, "path": len(tuner.trajectory), "losses": len(tuner.losses)})
-                tuner.step(loss_at())
+                tuner.step(self._validation_loss(train, reference, validation, generator))
             counter.tick(f"step {step + 1}/{steps} bce {np.mean(bce_losses[-20:]):.4f} {augmentation.physical()}")
 
         self._fit_gaussians(train)
+        final = evaluate_landscape(augmentation, loss_at, cfg.grid_points)
         loss_first, loss_last = first_and_last_sixth(tuner.losses) if tuner.losses else (float("nan"),) * 2
-        grid_minimum, grid_loss = landscape.minimum()
         self.state = {
             "tuning": {
                 "augmentation": cfg.augmentation,
                 "validation_data": self._validation_source(data),
                 "reference_normals": "held_out" if self._validation_source(data) == "test" else "train",
-                "embedding": "the detector as initialised, frozen",
                 "params": augmentation.physical(),
                 "strengths": tuner.strengths(),
                 "bounds": augmentation.bounds(),
@@ -211,9 +238,10 @@ class STSSAD(Method):
                 "loss_last": round(loss_last, 5),
                 "losses": [round(v, 5) for v in tuner.losses],
                 "trajectory": tuner.trajectory,
+                "start": tuner.restarts[0],
+                "start_grid": start.to_state(augmentation.names, augmentation.physical_axes(start.axes)),
                 "recorded": recorded,
-                "grid": landscape.to_state(augmentation.names, augmentation.physical_axes(landscape.axes)),
-                "grid_minimum": {"strengths": list(grid_minimum), "params": self._physical_at(list(grid_minimum)), "loss": round(grid_loss, 5)},
+                "grid": final.to_state(augmentation.names, augmentation.physical_axes(final.axes)),
             }
         }
         epoch_steps = math.ceil(len(train) / cfg.batch_size)
@@ -261,31 +289,45 @@ class STSSAD(Method):
         optimizer.step()
         return loss.item()
 
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the frozen detector (eval mode), in chunks."""
+        return torch.cat([self._detect(chunk)[0] for chunk in images.split(64)])
+
     def _reference_normals(self, data: TrainingData) -> torch.Tensor:
         """Normals the validation loss compares with: held-out ones (unseen by the detector) unless they are the validation data."""
         return data.held_out if self._validation_source(data) == "test" else data.train
 
-    def _validation_loss(self, reference: torch.Tensor, validation: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """The validation loss at the current strengths, differentiable in them: read through a frozen copy of the
-        detector as it is now (at initialisation), on fixed images and fixed augmentation randomness."""
+    def _validation_loss(
+        self, train: torch.Tensor, reference: torch.Tensor, validation: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The validation loss on random batches, differentiable in the augmentation strengths (detector frozen)."""
         cfg = self.config
-        embedding = copy.deepcopy(self.networks["detector"]).eval().requires_grad_(False)
+        detector = self.networks["detector"].eval()
+        detector.requires_grad_(False)
+        try:
+            normals = _batch(reference, cfg.validation_batch, generator)
+            with torch.no_grad():
+                normal_embeddings = self._embed(normals)
+                validation_embeddings = self._embed(_batch(validation, cfg.validation_batch, generator))
+            augmented_embeddings = self._embed(self.networks["augmentation"](normals, generator))
+            return mean_distance_loss(normal_embeddings, augmented_embeddings, validation_embeddings)
+        finally:
+            detector.requires_grad_(True)
+
+    def _fixed_loss(self, reference: torch.Tensor, validation: torch.Tensor) -> Callable[[], float]:
+        """The validation loss at the current strengths on fixed images and fixed augmentation randomness (for landscapes)."""
+        cfg = self.config
         order = torch.Generator().manual_seed(cfg.seed + 2)
         normals = _batch(reference, cfg.landscape_images, order)
-        with torch.no_grad():
-            normal_embeddings = self._embed(embedding, normals)
-            validation_embeddings = self._embed(embedding, _batch(validation, cfg.landscape_images, order))
+        validation = _batch(validation, cfg.landscape_images, order)
 
-        def loss_at() -> torch.Tensor:
+        @torch.no_grad()
+        def loss_at() -> float:
+            self.networks["detector"].eval()
             augmented = self.networks["augmentation"](normals, torch.Generator().manual_seed(cfg.seed + 3))
-            return mean_distance_loss(normal_embeddings, self._embed(embedding, augmented), validation_embeddings)
+            return mean_distance_loss(self._embed(normals), self._embed(augmented), self._embed(validation)).item()
 
         return loss_at
-
-    def _embed(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of ``images`` by a frozen copy of the detector, in chunks, at the model's precision, in fp32."""
-        with self.autocast():
-            return torch.cat([network(chunk.contiguous(memory_format=torch.channels_last))[0].float() for chunk in images.split(64)])
 
     @torch.no_grad()
     def _record_thumbnail(self, index: int, example: torch.Tensor) -> None:
@@ -349,8 +391,8 @@ class STSSAD(Method):
         )
 
     def _tuning_frames(self) -> list[Frame]:
-        """The training's tuning, the same for every image: per recorded step the augmented example and the
-        landscape with the path so far; then the whole path beside the loss over the tuning steps."""
+        """The training's tuning, the same for every image: per recorded step the augmented example and the final
+        landscape with the path so far; then the whole path on the start landscape beside the loss over the tuning steps."""
         tuning = self.state.get("tuning")
         if not tuning:
             return []
@@ -364,7 +406,7 @@ class STSSAD(Method):
                     caption=f"Training step {entry['step']}: {values}",
                     panels=(
                         Panel(f"{tuning['augmentation']} at this step", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
-                        Panel("loss landscape, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
+                        Panel("final landscape, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
                     ),
                 )
             )
@@ -373,7 +415,7 @@ class STSSAD(Method):
             Frame(
                 caption=f"Tuned: {values} (ring start, dot end)",
                 panels=(
-                    Panel("loss landscape, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"]), "image"),
+                    Panel("loss if trained there", landscape_picture(tuning["start_grid"], tuning["trajectory"]), "image"),
                     Panel(f"validation loss, mean of {LOSS_DISPLAY_WINDOW}", loss_picture(tuning["losses"], len(tuning["losses"]), LOSS_DISPLAY_WINDOW), "image"),
                 ),
             )

@@ -1,18 +1,21 @@
-"""ST-SSAD's tuning rule: gradient steps on the augmentation strengths, down a landscape that holds still.
+"""ST-SSAD's tuning rule: gradient steps on the augmentation strengths, restarted from a loss landscape.
 
 A landscape is the validation loss on a grid of strengths, with the same images and the same augmentation
-randomness at every point, so that neighbouring points differ only by the strengths. The tuning follows
-the gradient of exactly that function (the same images and randomness at every step, with Adam on the
-strength logits), so its path can be drawn on the landscape and ends in one of its minima.
+randomness at every point, so that neighbouring points differ only by the strengths. The rule (our
+choice; the paper tunes by gradient from a candidate chosen by a score-variance heuristic, and its
+step counts are not given):
 
-The loss is read through the detector as it was initialised (its seed's random convolutional features),
-frozen, not through the detector being trained (our choice; the paper reads the current detector, and
-does not say what keeps the tuning from chasing it). Measured on all seven committed models trained the
-other way: the frozen landscape of a trained detector is lowest where the detector has learnt least
-(the smallest area on bottle, cable, pill, KolektorSDD and OCT), because training pushes exactly the
-augmented embeddings it sees away from every real image; so the strengths slid into the bounds and the
-loss rose while the detector trained. The initial network's landscape does not move while the detector
-trains; on bottle, pill and cable it is lowest inside the area range (``docs/st-ssad-tuning.md``).
+* the start is the lowest point of a coarse landscape in which the loss at each point is read from a
+  detector trained a few steps *at that point* (from one shared warm-up);
+* then, every ``tune_every`` detector steps, one Adam step on the strength logits follows the gradient
+  of the validation loss of the frozen detector on fresh random batches (the paper's alternating updates).
+
+Why the start trains at each point: a frozen detector's landscape is lowest away from the strengths it
+was trained at, because training pushes exactly those augmented embeddings away from the normals
+(measured on pill, 64 steps: after training at the largest area, the frozen landscape's minimum moved
+to area strength 0.25, and at the end to the lower corner). A landscape of one frozen detector therefore always
+points away from where the detector is, and the gradient of the alternating updates carries the same
+bias; it is why the committed models' strengths slid into the lower bounds and their loss rose.
 """
 
 from __future__ import annotations
@@ -69,16 +72,29 @@ def evaluate_landscape(augmentation: LearnableAugmentation, loss_at: Callable[[]
 
 
 class Tuner:
-    """Adam on the strength logits; records the trajectory of strengths and the loss at each step."""
+    """Adam on the strength logits, with restarts at a landscape's minimum; records the trajectory."""
 
     def __init__(self, augmentation: LearnableAugmentation, lr: float):
-        self.augmentation = augmentation
+        self.augmentation, self.lr = augmentation, lr
         self.optimizer = torch.optim.Adam(augmentation.parameters(), lr=lr)
         self.trajectory: list[list[float]] = [self.strengths()]
         self.losses: list[float] = []
+        self.restarts: list[dict[str, Any]] = []
 
     def strengths(self) -> list[float]:
         return [round(v, 5) for v in self.augmentation.strengths.tolist()]
+
+    def restart_if_lower(self, landscape: Landscape, current_loss: float, step: int) -> bool:
+        """Move to the landscape's minimum when it beats ``current_loss``; True when the strengths moved."""
+        best, best_loss = landscape.minimum()
+        moved = best_loss < current_loss
+        self.restarts.append({"step": step, "grid_minimum": list(best), "grid_loss": round(best_loss, 5),
+                              "current_loss": round(current_loss, 5), "moved": moved})
+        if moved:
+            self.augmentation.set_strengths(best)
+            self.optimizer = torch.optim.Adam(self.augmentation.parameters(), lr=self.lr)
+            self.trajectory.append(self.strengths())
+        return moved
 
     def step(self, loss: torch.Tensor) -> float:
         """One gradient step on the strengths from a validation loss that depends on them."""
