@@ -14,6 +14,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def as_saved(method):
+    """A copy of a trained method with its weights rounded to the storage dtype, as ``save`` writes them: what
+    the loaded model must reproduce exactly (the model in memory keeps float32 weights)."""
+    import copy
+
+    import torch
+
+    copied = copy.deepcopy(method)
+    dtype = getattr(torch, copied.config.storage_dtype)
+    with torch.no_grad():
+        for tensor in copied.networks.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype))
+    return copied
+
+
 def real_data(relative: str) -> Path:
     """A folder of ``../shared/data``; skips the test when it is not there."""
     path = SHARED_DATA / relative

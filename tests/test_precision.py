@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO_ROOT, tiny_config
 
 from ssad.data import load_image
 from ssad.errors import DataError, SsadError
@@ -35,16 +35,18 @@ def test_an_unknown_precision_fails_when_the_model_is_built(cls):
 
 
 @pytest.mark.parametrize("cls", METHODS.values(), ids=lambda cls: cls.id)
-def test_bf16_and_fp32_give_nearly_the_same_answer(cls, tiny_weights, synthetic_category):
-    fp32 = cls.load(tiny_weights / cls.id / "mvtec" / "bottle")
+def test_bf16_and_fp32_give_nearly_the_same_answer(cls):
+    """On the committed bottle models: a tiny test model's score, standardised by a tiny spread, is too fragile to compare."""
+    fp32 = cls.load(REPO_ROOT / "weights" / cls.id / "mvtec" / "bottle")
     fp32.config = dataclasses.replace(fp32.config, precision="fp32")
-    bf16 = cls.load(tiny_weights / cls.id / "mvtec" / "bottle")
+    bf16 = cls.load(REPO_ROOT / "weights" / cls.id / "mvtec" / "bottle")
     bf16.config = dataclasses.replace(bf16.config, precision="bf16")
-    for path in sorted((synthetic_category / "test").glob("*/*.png"))[:4]:
+    for name in ("good_000.png", "broken_large_000.png"):
+        path = REPO_ROOT / "examples" / "mvtec" / "bottle" / name
         a, b = fp32.predict(path), bf16.predict(path)  # with frames: pictures must come out as fp32 arrays
         assert b.anomaly_map.dtype == np.float32 and np.isfinite(b.anomaly_map).all()
-        assert np.corrcoef(a.anomaly_map.ravel(), b.anomaly_map.ravel())[0, 1] > 0.9
-        assert b.score == pytest.approx(a.score, rel=0.1, abs=0.05)
+        assert np.corrcoef(a.anomaly_map.ravel(), b.anomaly_map.ravel())[0, 1] > 0.98
+        assert b.score == pytest.approx(a.score, rel=0.05, abs=0.05)
         assert all(panel.array.dtype != object for frame in b.frames for panel in frame.panels)
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import as_saved
 
 from ssad.data import open_dataset
 from ssad.errors import WeightsError
@@ -113,10 +114,11 @@ def test_save_load_round_trip(trained, synthetic_category, tmp_path):
     folder = trained.save(tmp_path / "w")
     loaded = SSM.load(folder)
     image = open_dataset(synthetic_category).test[0].load_image()
-    a, b = trained.predict(image), loaded.predict(image)
-    # Weights are stored in float16: results agree closely, not bit for bit.
-    assert a.score == pytest.approx(b.score, rel=0.05, abs=0.05)
-    np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=2e-3)
+    a, b = as_saved(trained).predict(image), loaded.predict(image)
+    assert b.score == a.score
+    np.testing.assert_array_equal(b.anomaly_map, a.anomaly_map)
+    # Float16 storage moves the map little; the score, standardised by this tiny model's small spread, can move more.
+    np.testing.assert_allclose(trained.predict(image).anomaly_map, b.anomaly_map, atol=5e-3)
     assert loaded.calibration == trained.calibration
 
 

