@@ -200,3 +200,17 @@ def test_rotation_tuned_on_held_out_normals(synthetic_category):
     assert np.asarray(tuning["grid"]["loss"]).shape == (config.grid_points,)
     assert tuning["trajectory"][-1] != pytest.approx(tuning["trajectory"][0], abs=1e-3)
     assert np.isfinite(method.predict(open_dataset(synthetic_category).test[0].load_image()).score)
+
+
+def test_jittered_copies_of_the_normals_join_the_gaussians_samples(synthetic_category, monkeypatch):
+    from ssad.methods.st_ssad import method as st_ssad_method
+
+    sample_counts = []
+    real_fit = st_ssad_method.fit_gaussian
+    monkeypatch.setattr(st_ssad_method, "fit_gaussian", lambda samples: sample_counts.append(len(samples)) or real_fit(samples))
+    config = STSSADConfig(**{**TINY, "epochs": 1, "coarse_points": 2, "grid_points": 2}, gaussian_jitter_copies=2)
+    method = STSSAD(config).fit(open_dataset(synthetic_category))
+    n_samples = 3 * method.info["n_train"]
+    rows, columns = method.networks["scoring"].map_mean.shape[:2]
+    assert sample_counts == [n_samples, n_samples * rows * columns]  # pooled features, then one per map position
+    assert np.isfinite(method.predict(open_dataset(synthetic_category).test[0].load_image()).score)

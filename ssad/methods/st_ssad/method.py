@@ -103,6 +103,7 @@ class STSSADConfig(MethodConfig):
     momentum: float = 0.9
     weight_decay: float = 3e-5
     jitter: float = 0.1
+    gaussian_jitter_copies: int = 0  # colour-jittered copies of each training normal added to the Gaussians' samples
     widths: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 256
     embedding_dim: int = 128
@@ -339,7 +340,14 @@ class STSSAD(Method):
 
     @torch.no_grad()
     def _fit_gaussians(self, train: torch.Tensor) -> None:
-        """Gaussians of the clean training normals: pooled features, and feature maps per position."""
+        """Gaussians of the training normals: pooled features, and feature maps per position.
+
+        With ``gaussian_jitter_copies``, colour-jittered copies of each normal, which the detector was trained to
+        take as normal, join the samples: with the 8 normals of a Train-tab model they steady the covariance.
+        """
+        generator = torch.Generator().manual_seed(self.config.seed + 7)
+        copies = [_colour_jitter(train, self.config.jitter, generator) for _ in range(self.config.gaussian_jitter_copies)]
+        train = torch.cat([train, *copies])
         self.networks["detector"].eval()
         pooled, maps = [], []
         for chunk in train.split(32):
