@@ -197,7 +197,7 @@ class SSM(Method):
             composite = (outputs.view(n_cells, cfg.n_masks, 3, *self.shape) * hidden).sum(dim=1)
             # Pixels visible in every mask have no prediction: they keep the input.
             composite = composite + image * (1 - hidden.sum(dim=1))
-            gms_error = (weights * msgms_anomaly_map(image[None], composite)).sum(dim=0)[0]  # the input broadcasts: its gradients once
+            gms_error = (weights * msgms_anomaly_map(image[None], composite)).sum(dim=0)[0]  # the input broadcasts, so its gradients are computed once
             squared_error = (composite - image).pow(2).mean(dim=1).sum(dim=0)
             if round_index == 0:
                 evidence, squared_evidence = gms_error, squared_error
