@@ -9,7 +9,7 @@ from ssad.data import open_dataset
 from ssad.errors import SsadError
 from ssad.methods import method_class
 from ssad.methods.sgsf import SGSF, SGSFConfig, forged_examples
-from ssad.methods.sgsf.forge import forge, procedural_texture, saliency_perlin_mask
+from ssad.methods.sgsf.forge import forge, procedural_texture, saliency_perlin_mask, saliency_stroke_mask
 from ssad.methods.sgsf.guidance import GuidanceBank, farthest_point_order, retrieval_features
 from ssad.methods.sgsf.network import GuidedSegmentationNet, ReconstructionNet
 from ssad.methods.sgsf.saliency import otsu_thresholds, salient_regions, saliency_maps
@@ -57,6 +57,32 @@ def test_masks_fall_inside_the_salient_region():
     assert len({tuple(m.flatten().tolist()) for m in masks}) > 15
 
 
+def test_stroke_masks_are_thin_curves_inside_the_salient_region():
+    config = SGSFConfig(size=64, stroke_length_range=(0.3, 0.5), stroke_width_range=(1.0, 2.0))
+    image = disc_image()[None]
+    saliency = saliency_maps(image)
+    region = salient_regions(saliency)
+    generator = torch.Generator().manual_seed(5)
+    masks = torch.stack([saliency_stroke_mask(saliency[0], region[0], config, generator) for _ in range(20)])  # never None here
+    assert torch.all(masks[:, ~region[0]] == 0) and torch.all(masks.flatten(1).sum(dim=1) >= config.min_mask_pixels)
+    rows, columns = (masks[:, 0].amax(dim=d) for d in (2, 1))
+    extent = torch.maximum(rows.sum(dim=1), columns.sum(dim=1))  # the stroke's length along its longer axis
+    thickness = masks.flatten(1).sum(dim=1) / extent
+    assert torch.all(extent >= 8) and torch.all(thickness <= 3)
+
+
+def test_stroke_fraction_chooses_the_mask_family():
+    images = torch.stack([disc_image(), disc_image() * 0.8])
+    saliency = saliency_maps(images)
+    regions = salient_regions(saliency)
+    areas = {}
+    for fraction in (0.0, 1.0):
+        config = SGSFConfig(size=64, perlin_max_exponent=2, stroke_fraction=fraction, stroke_width_range=(1.0, 1.5))
+        generator = torch.Generator().manual_seed(6)
+        areas[fraction] = torch.stack([forge(images, 0, saliency[0], regions[0], config, generator)[1].sum() for _ in range(10)])
+    assert areas[1.0].median() < areas[0.0].median() / 2  # strokes cover far less than Perlin blobs
+
+
 def test_forged_images_differ_only_inside_the_mask():
     config = SGSFConfig(size=64, perlin_max_exponent=3)
     images = torch.stack([disc_image(), disc_image().flip(-1) * 0.9, disc_image() * 0.8])
@@ -68,6 +94,20 @@ def test_forged_images_differ_only_inside_the_mask():
         changed = (forged - images[0]).abs().amax(dim=0) > 0
         assert torch.all(mask[0][changed] == 1)
         assert changed.any() and 0 <= forged.min() and forged.max() <= 1
+
+
+def test_forgeries_keep_the_colour_space_of_their_image():
+    """A grey image gets grey forgeries; a colour image gets coloured ones."""
+    config = SGSFConfig(size=64, perlin_max_exponent=3)
+    grey = torch.stack([disc_image(), disc_image().flip(-1) * 0.9])
+    colour = grey * torch.tensor([1.0, 0.7, 0.4])[None, :, None, None]
+    for images, expect_grey in ((grey, True), (colour, False)):
+        saliency = saliency_maps(images)
+        regions = salient_regions(saliency)
+        generator = torch.Generator().manual_seed(4)
+        forged = torch.stack([forge(images, 0, saliency[0], regions[0], config, generator)[0] for _ in range(12)])
+        channel_spread = forged.amax(dim=1) - forged.amin(dim=1)
+        assert bool(channel_spread.max() < 1e-6) == expect_grey
 
 
 @pytest.mark.parametrize("kind", ["perlin_colour", "stripes", "checkerboard"])

@@ -26,6 +26,9 @@ class SGSFConfig(MethodConfig):
     mask_sigma_range: tuple[float, float] = (0.5, 1.5)
     min_mask_pixels: int = 16
     mask_max_draws: int = 50
+    stroke_fraction: float = 0.5  # share of forged masks that are thin strokes (not in the paper)
+    stroke_length_range: tuple[float, float] = (0.1, 0.5)  # of the image diagonal
+    stroke_width_range: tuple[float, float] = (1.0, 3.0)  # pixels at the input size
     opacity_range: tuple[float, float] = (0.2, 1.0)
     source_weights: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # patch, Perlin colour, stripes, checkerboard
     patch_zoom_range: tuple[float, float] = (0.5, 2.0)

@@ -1,10 +1,13 @@
 """Forged anomalies: saliency-guided Perlin masks filled from an anomaly source with a random opacity.
 
 The Saliency Augmentation Module multiplies a Perlin field by the image's saliency and cuts the product
-with an adaptive threshold inside the salient region, so the irregular masks land on the object. The
+with an adaptive threshold inside the salient region, so the irregular masks land on the object; a share
+of the masks (``stroke_fraction``) are thin curved strokes instead, the shape of cracks and scratches. The
 mask is filled from a procedural texture (Perlin colour noise, stripes, checkerboard) or a transformed
 patch of another training image, recoloured, and blended with opacity ``alpha``:
-``forged = image + mask * alpha * (source - image)`` (unchanged outside the mask).
+``forged = image + mask * alpha * (source - image)`` (unchanged outside the mask). A grey image gets a grey
+fill: a coloured forgery on a grey data set would teach the segmenter that colour alone is the anomaly,
+which no real defect of a grey camera shows.
 """
 
 from __future__ import annotations
@@ -59,6 +62,46 @@ def saliency_perlin_mask(
         f"no forged mask of {config.min_mask_pixels}+ pixels in {config.mask_max_draws} draws: the salient region is too small"
         " (try saliency='uniform')"
     )
+
+
+def saliency_stroke_mask(
+    saliency: torch.Tensor, region: torch.Tensor, config: SGSFConfig, generator: torch.Generator
+) -> torch.Tensor | None:
+    """A thin curved stroke as a binary [1, H, W] mask inside the salient ``region``: the shape of a crack or a
+    scratch, which Perlin blobs never take.
+
+    The stroke starts at a region pixel drawn by saliency, runs along a quadratic Bezier curve whose length
+    is a share (``stroke_length_range``) of the image's diagonal, and is ``stroke_width_range`` pixels
+    wide; it is clipped to the region, and strokes under ``min_mask_pixels`` are redrawn. None when no
+    draw fits (a region of scattered specks, as texture saliency can give).
+    """
+    height, width = saliency.shape[-2:]
+    weights = (saliency[0] * region[0]).flatten().clamp_min(0) + 1e-6 * region[0].flatten()
+    diagonal = math.hypot(height, width)
+    for _ in range(config.mask_max_draws):
+        start_index = int(torch.multinomial(weights, 1, generator=generator))
+        start = torch.tensor([start_index // width, start_index % width], dtype=torch.float32)
+        length = _uniform(*config.stroke_length_range, generator) * diagonal
+        angle = _uniform(0, 2 * math.pi, generator)
+        end = start + length * torch.tensor([math.sin(angle), math.cos(angle)])
+        bend = (torch.rand(2, generator=generator) - 0.5) * length * 0.6
+        control = (start + end) / 2 + bend
+        t = torch.linspace(0, 1, max(8, int(2 * length)))[:, None]
+        curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end  # [P, 2] (row, column)
+        half_width = _uniform(*config.stroke_width_range, generator) / 2
+        (top, left), (bottom, right) = (curve.amin(dim=0) - half_width).floor(), (curve.amax(dim=0) + half_width).ceil()
+        top, left = max(0, int(top)), max(0, int(left))
+        bottom, right = min(height, int(bottom) + 1), min(width, int(right) + 1)
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        if bottom > top and right > left:  # distances only inside the curve's bounding box
+            rows, columns = _pixel_grid((bottom - top, right - left))
+            pixels = torch.stack([rows.flatten() + top, columns.flatten() + left], dim=1)
+            near = torch.cdist(pixels, curve).amin(dim=1) <= half_width
+            mask[top:bottom, left:right] = near.view(bottom - top, right - left)
+        mask &= region[0]
+        if int(mask.sum()) >= config.min_mask_pixels:
+            return mask[None].float()
+    return None
 
 
 def _pixel_grid(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +170,14 @@ def recolour(source: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return source.clamp(0, 1)
 
 
+def is_grey(image: torch.Tensor) -> bool:
+    """Whether a [3, H, W] image has the same value in every channel (a grey scan loaded as RGB)."""
+    return bool((image.amax(dim=0) - image.amin(dim=0)).max() < 1 / 512)
+
+
 def anomaly_source(images: torch.Tensor, index: int, config: SGSFConfig, generator: torch.Generator) -> torch.Tensor:
-    """A recoloured [3, H, W] fill for a forged region of ``images[index]``: a texture or another image's patch."""
+    """A recoloured [3, H, W] fill for a forged region of ``images[index]``: a texture or another image's patch,
+    grey when ``images[index]`` is."""
     weights = torch.tensor(config.source_weights, dtype=torch.float32)
     kind = SOURCE_KINDS[int(torch.multinomial(weights, 1, generator=generator))]
     if kind == "patch" and len(images) > 1:
@@ -136,7 +185,8 @@ def anomaly_source(images: torch.Tensor, index: int, config: SGSFConfig, generat
         source = transformed_patch(images[other], config, generator)
     else:
         source = procedural_texture("perlin_colour" if kind == "patch" else kind, tuple(images.shape[-2:]), generator)
-    return recolour(source, generator)
+    source = recolour(source, generator)
+    return source.mean(dim=0, keepdim=True).expand_as(source) if is_grey(images[index]) else source
 
 
 def forge(
@@ -149,7 +199,10 @@ def forge(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forge an anomaly on ``images[index]`` ([N, 3, H, W] training set): returns (forged [3, H, W], mask [1, H, W])."""
     image = images[index]
-    mask = saliency_perlin_mask(saliency, region, config, generator)
+    stroke = config.stroke_fraction > 0 and bool(torch.rand((), generator=generator) < config.stroke_fraction)
+    mask = saliency_stroke_mask(saliency, region, config, generator) if stroke else None
+    if mask is None:
+        mask = saliency_perlin_mask(saliency, region, config, generator)
     source = anomaly_source(images, index, config, generator)
     opacity = _uniform(*config.opacity_range, generator)
     return image + mask * opacity * (source - image), mask

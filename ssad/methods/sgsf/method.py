@@ -12,11 +12,13 @@ Choices where the paper is unclear or out of reach here (no pretrained weights, 
 * Adaptive threshold: Perlin noise (2^u x 2^v cells, u, v in 0..4 at 128 px, DRAEM's scales halved)
   scaled to [0, 1], times the saliency, cut at mean + k std of the product inside the salient region,
   k ~ U(``mask_sigma_range``); the mask is also clipped to the region. Masks under ``min_mask_pixels``
-  are redrawn.
+  are redrawn. Beyond the paper, a share ``stroke_fraction`` of the masks are thin curved strokes (cracks,
+  scratches, cuts), which no Perlin threshold gives.
 * Anomaly source: no DTD; procedural textures (fractal Perlin colour noise, stripes, checkerboards) and
   rotated/zoomed/shifted/flipped patches of other training images, each recoloured by one or two of
   invert, solarise, posterise, gamma, brightness/contrast, channel shuffle. Opacity ~ U(0.2, 1.0) (DRAEM's
-  code: 1 - beta, beta in [0, 0.8]). 3 forged : 1 normal as in the journal version.
+  code: 1 - beta, beta in [0, 0.8]). 3 forged : 1 normal as in the journal version. On a grey image the
+  fill is made grey (the mean of its channels), so that colour alone never marks a forgery on grey data.
 * Contrast set: cosine similarity of 16 px mean-centred thumbnails (the paper's feature is unspecified);
   n = 4 (the ablation's value; implementation details say 5). Training samples the guidance uniformly
   from the contrast set, excluding the training image itself; inference uses the most similar image.
