@@ -157,6 +157,18 @@ def test_crops_are_forged_and_guided_at_the_same_place():
     assert [level.shape[-1] for level in logits] == [4, 8, 16]
 
 
+def test_a_crop_with_a_speck_of_salient_region_is_forged_anywhere_in_it():
+    config = SGSFConfig(size=64, perlin_max_exponent=2)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    regions = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    regions[:, 0, 40, 40] = True
+    saliency = regions.float()
+    generator = torch.Generator().manual_seed(8)
+    window = crop_window((64, 64), 32, 16, generator, regions[0])
+    forged, mask = forge(images, 0, saliency[0], regions[0], config, generator, window)
+    assert forged.shape == (3, 32, 32) and mask.sum() >= config.min_mask_pixels
+
+
 @pytest.mark.parametrize("kind", ["perlin_colour", "stripes", "checkerboard"])
 def test_procedural_textures_vary(kind):
     texture = procedural_texture(kind, (32, 32), torch.Generator().manual_seed(2))

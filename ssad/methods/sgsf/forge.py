@@ -240,6 +240,8 @@ def forge(
     (forged [3, h, w], mask [1, h, w]) of the window's size."""
     shape = tuple(images.shape[-2:])
     image, saliency, region = (cut(t, window, shape) for t in (images[index], saliency, region))
+    if int(region.sum()) < 4 * config.min_mask_pixels:  # a crop that holds only a speck of the salient region
+        region = torch.ones_like(region)
     stroke = config.stroke_fraction > 0 and bool(torch.rand((), generator=generator) < config.stroke_fraction)
     mask = saliency_stroke_mask(saliency, region, config, generator) if stroke else None
     if mask is None:
