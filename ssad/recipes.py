@@ -18,10 +18,10 @@ from ssad.methods.base import dataset_input_shape, held_out_split
 EVERY_DATASET = "*"
 
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    # About 7-13 minutes of training on one CPU thread at 128 x 128 pixels (SGSF: 128 px crops of 256 px
-    # images), so that a job with its loading and calibration stays within 15 minutes: SGSF at 0.16-0.2 s a
-    # step (batch 16, bf16 on AVX-512 BF16; a segmentation step measured 0.32 s in fp32 there, and an AVX2
-    # CPU took 0.41-0.49 s a step in fp32), ST-SSAD at 0.8 s (batch 32 with its tuning, fp32) and SSM at 2.5-3.3 s (batch 8, three masks a
+    # About 7-13 minutes of training on one CPU thread at the default 128 x 128 pixels, so that a job with its
+    # loading and calibration stays within 15 minutes: SGSF at 0.16-0.18 s a step (batch 16, bf16 on AVX-512
+    # BF16; a segmentation step measured 0.32 s in fp32 there, and an AVX2 CPU took 0.41-0.49 s a step in
+    # fp32), ST-SSAD at 0.8 s (batch 32 with its tuning, fp32) and SSM at 2.5-3.3 s (batch 8, three masks a
     # step, fp32). On two shared cores a step takes 2-3 times longer.
     ("sgsf", EVERY_DATASET): {"steps": 3600, "recon_share": 0.1},
     ("st-ssad", EVERY_DATASET): {"steps": 300},  # and 136 more of warm-up and of its start grid

@@ -9,15 +9,7 @@ from ssad.data import open_dataset
 from ssad.errors import SsadError
 from ssad.methods import method_class
 from ssad.methods.sgsf import SGSF, SGSFConfig, forged_examples
-from ssad.methods.sgsf.forge import (
-    crop_window,
-    cut,
-    forge,
-    forge_batch,
-    procedural_texture,
-    saliency_perlin_mask,
-    saliency_stroke_mask,
-)
+from ssad.methods.sgsf.forge import forge, procedural_texture, saliency_perlin_mask, saliency_stroke_mask
 from ssad.methods.sgsf.guidance import GuidanceBank, farthest_point_order, retrieval_features
 from ssad.methods.sgsf.network import GuidedSegmentationNet, ReconstructionNet
 from ssad.methods.sgsf.saliency import otsu_thresholds, salient_regions, saliency_maps
@@ -118,57 +110,6 @@ def test_forgeries_keep_the_colour_space_of_their_image():
         assert bool(channel_spread.max() < 1e-6) == expect_grey
 
 
-def test_crop_windows_hold_a_salient_pixel_on_the_stride_grid():
-    generator = torch.Generator().manual_seed(5)
-    shape = (400, 160)
-    for _ in range(50):
-        y, x = _randint_pair(generator, shape)
-        region = torch.zeros(1, *shape, dtype=torch.bool)
-        region[0, y, x] = True
-        top, left, height, width = crop_window(shape, 128, 16, generator, region)
-        assert (height, width) == (128, 128) and top % 16 == 0 and left % 16 == 0
-        assert top <= y < top + height and left <= x < left + width
-        assert top + height <= shape[0] and left + width <= shape[1]
-    assert crop_window((96, 64), 128, 16, generator)[2:] == (96, 64)  # never larger than the image
-
-
-def _randint_pair(generator: torch.Generator, shape: tuple[int, int]) -> tuple[int, int]:
-    return int(torch.randint(shape[0], (), generator=generator)), int(torch.randint(shape[1], (), generator=generator))
-
-
-def test_crops_are_forged_and_guided_at_the_same_place():
-    """A window cuts the image, its saliency and every guidance level alike; the forgery stays inside the cut region."""
-    config = SGSFConfig(size=64, perlin_max_exponent=2, min_mask_pixels=4)
-    images = torch.stack([disc_image(64), disc_image(64).flip(-1) * 0.9])
-    saliency = saliency_maps(images)
-    regions = salient_regions(saliency)
-    generator = torch.Generator().manual_seed(6)
-    windows = [crop_window((64, 64), 32, 16, generator, regions[i]) for i in range(2)]
-    forged, masks = forge_batch(images, torch.tensor([0, 1]), saliency, regions, config, generator, windows)
-    assert forged.shape == (2, 3, 32, 32) and masks.shape == (2, 1, 32, 32)
-    for i, window in enumerate(windows):
-        assert torch.all(masks[i][~cut(regions[i], window, (64, 64))] == 0)
-        changed = (forged[i] - cut(images[i], window, (64, 64))).abs().amax(dim=0) > 0
-        assert torch.all(masks[i, 0][changed] == 1)
-    _, guidance = ReconstructionNet((8, 16, 16))(images)
-    cut_guidance = [cut(level, windows[0], (64, 64)) for level in guidance]
-    assert [level.shape[-1] for level in cut_guidance] == [16, 8, 4]
-    logits = GuidedSegmentationNet((8, 16, 16))(forged[:1], [level[:1] for level in cut_guidance])
-    assert [level.shape[-1] for level in logits] == [4, 8, 16]
-
-
-def test_a_crop_with_a_speck_of_salient_region_is_forged_anywhere_in_it():
-    config = SGSFConfig(size=64, perlin_max_exponent=2)
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
-    regions = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
-    regions[:, 0, 40, 40] = True
-    saliency = regions.float()
-    generator = torch.Generator().manual_seed(8)
-    window = crop_window((64, 64), 32, 16, generator, regions[0])
-    forged, mask = forge(images, 0, saliency[0], regions[0], config, generator, window)
-    assert forged.shape == (3, 32, 32) and mask.sum() >= config.min_mask_pixels
-
-
 @pytest.mark.parametrize("kind", ["perlin_colour", "stripes", "checkerboard"])
 def test_procedural_textures_vary(kind):
     texture = procedural_texture(kind, (32, 32), torch.Generator().manual_seed(2))
@@ -222,16 +163,6 @@ def test_registered_and_config_checked():
     assert method_class("sgsf") is SGSF and method_class("SGSF") is SGSF
     with pytest.raises(SsadError, match="saliency 'fancy'"):
         SGSFConfig(saliency="fancy")
-
-
-def test_a_model_trained_on_crops_finds_defects_in_whole_images(synthetic_category):
-    torch.manual_seed(0)
-    model = SGSF(SGSFConfig(**{**TINY, "size": 64, "train_crop": 32})).fit(open_dataset(synthetic_category))
-    scores = {0: [], 1: []}
-    for sample in open_dataset(synthetic_category).test:
-        result = model.predict(sample.load_image(), with_frames=False)
-        scores[sample.label].append(result.score)
-    assert model.shape == (64, 64) and np.mean(scores[1]) > np.mean(scores[0])
 
 
 def test_training_lowers_the_losses(trained):

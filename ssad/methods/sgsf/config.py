@@ -14,8 +14,7 @@ from ssad.methods.sgsf.saliency import SALIENCY_MODES
 class SGSFConfig(MethodConfig):
     """SGSF's settings; the paper's values are noted where ours differ."""
 
-    size: int = 256  # paper: 256
-    train_crop: int = 128  # side of the square training crops, in pixels of the input (0: whole images)
+    size: int = 128  # paper: 256
     epochs: int = 200  # segmentation epochs (paper: iterations not given)
     recon_epochs: int = 30
     batch_size: int = 16  # paper: 16

@@ -5,8 +5,7 @@ with an adaptive threshold inside the salient region, so the irregular masks lan
 of the masks (``stroke_fraction``) are thin curved strokes instead, the shape of cracks and scratches. The
 mask is filled from a procedural texture (Perlin colour noise, stripes, checkerboard) or a transformed
 patch of another training image, recoloured, and blended with opacity ``alpha``:
-``forged = image + mask * alpha * (source - image)`` (unchanged outside the mask). Training may forge on a
-crop of each image (a :data:`Window`), so that a full-resolution image costs what a small one does. A grey image gets a grey
+``forged = image + mask * alpha * (source - image)`` (unchanged outside the mask). A grey image gets a grey
 fill: a coloured forgery on a grey data set would teach the segmenter that colour alone is the anomaly,
 which no real defect of a grey camera shows.
 """
@@ -25,9 +24,6 @@ from ssad.nn.perlin import fractal_perlin_noise, perlin_noise
 
 
 SOURCE_KINDS = ("patch", "perlin_colour", "stripes", "checkerboard")
-
-Window = tuple[int, int, int, int]
-"""A training crop: (top, left, height, width) in pixels of the input."""
 
 
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
@@ -80,7 +76,7 @@ def saliency_stroke_mask(
     draw fits (a region of scattered specks, as texture saliency can give).
     """
     height, width = saliency.shape[-2:]
-    weights = (saliency[0] * region[0]).flatten() + 1e-6 * region[0].flatten()
+    weights = (saliency[0] * region[0]).flatten().clamp_min(0) + 1e-6 * region[0].flatten()
     diagonal = math.hypot(height, width)
     for _ in range(config.mask_max_draws):
         start_index = int(torch.multinomial(weights, 1, generator=generator))
@@ -96,11 +92,12 @@ def saliency_stroke_mask(
         (top, left), (bottom, right) = (curve.amin(dim=0) - half_width).floor(), (curve.amax(dim=0) + half_width).ceil()
         top, left = max(0, int(top)), max(0, int(left))
         bottom, right = min(height, int(bottom) + 1), min(width, int(right) + 1)
-        rows, columns = _pixel_grid((bottom - top, right - left))  # distances only inside the curve's bounding box
-        pixels = torch.stack([rows.flatten() + top, columns.flatten() + left], dim=1)
-        near = torch.cdist(pixels, curve).amin(dim=1) <= half_width
         mask = torch.zeros(height, width, dtype=torch.bool)
-        mask[top:bottom, left:right] = near.view(bottom - top, right - left)
+        if bottom > top and right > left:  # distances only inside the curve's bounding box
+            rows, columns = _pixel_grid((bottom - top, right - left))
+            pixels = torch.stack([rows.flatten() + top, columns.flatten() + left], dim=1)
+            near = torch.cdist(pixels, curve).amin(dim=1) <= half_width
+            mask[top:bottom, left:right] = near.view(bottom - top, right - left)
         mask &= region[0]
         if int(mask.sum()) >= config.min_mask_pixels:
             return mask[None].float()
@@ -178,51 +175,16 @@ def is_grey(image: torch.Tensor) -> bool:
     return bool((image.amax(dim=0) - image.amin(dim=0)).max() < 1 / 512)
 
 
-def crop_window(
-    shape: tuple[int, int], crop: int, stride: int, generator: torch.Generator, region: torch.Tensor | None = None
-) -> Window:
-    """A ``crop`` x ``crop`` window (each side at most the image's) of an image of ``shape``, containing a random
-    pixel of ``region`` ([1, H, W] bool; any pixel when None).
-
-    Offsets are multiples of ``stride`` (the networks' coarsest stride, which divides the shape), so the crop's
-    feature grid at every level is a slice of the full image's, and guidance features can be cut to match.
-    """
-    height, width = min(crop, shape[0]), min(crop, shape[1])
-    if region is None:
-        y, x = _randint(0, shape[0] - 1, generator), _randint(0, shape[1] - 1, generator)
-    else:
-        pixels = region[0].nonzero()
-        y, x = pixels[_randint(0, len(pixels) - 1, generator)].tolist()
-    offsets = []
-    for centre, side, full in ((y, height, shape[0]), (x, width, shape[1])):
-        low, high = -(-max(0, centre - side + 1) // stride), min(centre, full - side) // stride
-        offsets.append(stride * _randint(low, high, generator))
-    return offsets[0], offsets[1], height, width
-
-
-def cut(tensor: torch.Tensor, window: Window | None, shape: tuple[int, int]) -> torch.Tensor:
-    """The part of a [..., h, w] tensor that covers ``window`` of an input of ``shape`` (h, w may be the input's
-    divided by a power of two, as a network level's features are); the whole tensor when ``window`` is None."""
-    if window is None:
-        return tensor
-    top, left, height, width = window
-    scale_y, scale_x = shape[0] // tensor.shape[-2], shape[1] // tensor.shape[-1]
-    return tensor[..., top // scale_y : (top + height) // scale_y, left // scale_x : (left + width) // scale_x]
-
-
-def anomaly_source(
-    images: torch.Tensor, index: int, config: SGSFConfig, generator: torch.Generator, window: Window | None = None
-) -> torch.Tensor:
-    """A recoloured [3, H, W] fill for a forged region of ``images[index]`` (of its ``window``): a texture or another
-    image's patch, grey when ``images[index]`` is."""
+def anomaly_source(images: torch.Tensor, index: int, config: SGSFConfig, generator: torch.Generator) -> torch.Tensor:
+    """A recoloured [3, H, W] fill for a forged region of ``images[index]``: a texture or another image's patch,
+    grey when ``images[index]`` is."""
     weights = torch.tensor(config.source_weights, dtype=torch.float32)
     kind = SOURCE_KINDS[int(torch.multinomial(weights, 1, generator=generator))]
-    shape = tuple(images.shape[-2:])
     if kind == "patch" and len(images) > 1:
         other = (index + _randint(1, len(images) - 1, generator)) % len(images)
-        source = transformed_patch(cut(images[other], window, shape), config, generator)
+        source = transformed_patch(images[other], config, generator)
     else:
-        source = procedural_texture("perlin_colour" if kind == "patch" else kind, tuple(cut(images[index], window, shape).shape[-2:]), generator)
+        source = procedural_texture("perlin_colour" if kind == "patch" else kind, tuple(images.shape[-2:]), generator)
     source = recolour(source, generator)
     return source.mean(dim=0, keepdim=True).expand_as(source) if is_grey(images[index]) else source
 
@@ -234,19 +196,14 @@ def forge(
     region: torch.Tensor,
     config: SGSFConfig,
     generator: torch.Generator,
-    window: Window | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forge an anomaly on ``images[index]`` ([N, 3, H, W] training set), on its ``window`` when given: returns
-    (forged [3, h, w], mask [1, h, w]) of the window's size."""
-    shape = tuple(images.shape[-2:])
-    image, saliency, region = (cut(t, window, shape) for t in (images[index], saliency, region))
-    if int(region.sum()) < 4 * config.min_mask_pixels:  # a crop that holds only a speck of the salient region
-        region = torch.ones_like(region)
+    """Forge an anomaly on ``images[index]`` ([N, 3, H, W] training set): returns (forged [3, H, W], mask [1, H, W])."""
+    image = images[index]
     stroke = config.stroke_fraction > 0 and bool(torch.rand((), generator=generator) < config.stroke_fraction)
     mask = saliency_stroke_mask(saliency, region, config, generator) if stroke else None
     if mask is None:
         mask = saliency_perlin_mask(saliency, region, config, generator)
-    source = anomaly_source(images, index, config, generator, window)
+    source = anomaly_source(images, index, config, generator)
     opacity = _uniform(*config.opacity_range, generator)
     return image + mask * opacity * (source - image), mask
 
@@ -258,19 +215,14 @@ def forge_batch(
     regions: torch.Tensor,
     config: SGSFConfig,
     generator: torch.Generator,
-    windows: list[Window] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch: each image (its window, when given) forged with probability ``forged_fraction`` (3:1 in
-    SGSF), else kept normal."""
+    """A training batch: each image forged with probability ``forged_fraction`` (3:1 in SGSF), else kept normal."""
     inputs, masks = [], []
-    shape = tuple(images.shape[-2:])
-    for position, index in enumerate(indices.tolist()):
-        window = None if windows is None else windows[position]
+    for index in indices.tolist():
         if bool(torch.rand((), generator=generator) < config.forged_fraction):
-            forged, mask = forge(images, index, saliency[index], regions[index], config, generator, window)
+            forged, mask = forge(images, index, saliency[index], regions[index], config, generator)
         else:
-            forged = cut(images[index], window, shape)
-            mask = torch.zeros_like(forged[:1])
+            forged, mask = images[index], torch.zeros_like(images[index][:1])
         inputs.append(forged)
         masks.append(mask)
     return torch.stack(inputs), torch.stack(masks)

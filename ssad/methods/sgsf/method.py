@@ -9,7 +9,7 @@ Choices where the paper is unclear or out of reach here (no pretrained weights, 
 * Saliency: CPD needs pretrained weights; we average spectral residual (Hou & Zhang) and colour contrast
   to the median border colour, each normalised to [0, 1] (``saliency="uniform"`` for textures). The
   salient region is the saliency above its Otsu threshold.
-* Adaptive threshold: Perlin noise (2^u x 2^v cells, u, v in 0..4 over a 128 px crop, DRAEM's scales halved)
+* Adaptive threshold: Perlin noise (2^u x 2^v cells, u, v in 0..4 at 128 px, DRAEM's scales halved)
   scaled to [0, 1], times the saliency, cut at mean + k std of the product inside the salient region,
   k ~ U(``mask_sigma_range``); the mask is also clipped to the region. Masks under ``min_mask_pixels``
   are redrawn. Beyond the paper, a share ``stroke_fraction`` of the masks are thin curved strokes (cracks,
@@ -25,15 +25,11 @@ Choices where the paper is unclear or out of reach here (no pretrained weights, 
 * Guidance bank: the contrast set is drawn from ``guidance_bank_size`` training normals chosen by
   farthest-point sampling of those thumbnails and stored with the weights (uint8), so that one uploaded
   image is processed offline and the file stays small; the paper searches the whole training set.
-* Resolution: the paper's 256 px (about 256 x 256 pixels at the data's aspect), trained on 128 px crops
-  (``train_crop``) so that a step costs what a 128 px image does; every crop holds a salient pixel, and its
-  guidance features are cut from the whole guidance image's at the same place (crop offsets are multiples
-  of the coarsest stride). Inference sees the whole image.
 * Networks: DRAEM-like but small for a CPU: widths 16-32-64-64, every level strided (level l at
-  1/2^(l+1) of the input); the reconstruction net has no skips (DRAEM's reconstructive structure);
+  1/2^(l+1) of the 128 px input); the reconstruction net has no skips (DRAEM's reconstructive structure);
   its decoder feature at each level is concatenated with the segmenter's encoder feature of the same
-  scale and fused by a 1x1 conv-BN-ReLU (cheaper than 3x3 on a CPU). The finest logits (half the input's
-  size) are upsampled bilinearly to the input's.
+  scale and fused by a 1x1 conv-BN-ReLU (cheaper than 3x3 on a CPU). The finest logits (64 px) are
+  upsampled bilinearly to 128 px.
 * Training: the loss is lambda (L2 + SSIM) + focal (gamma 2), lambda = 1, but the guidance features are
   detached, so the two terms train separate networks; we minimise them in two stages (reconstruction
   first, then segmentation against the frozen extractor, whose bank features are computed once), which
@@ -61,7 +57,7 @@ from ssad.data import AnomalyDataset, image_to_tensor, load_image, open_dataset,
 from ssad.errors import DataError
 from ssad.methods.base import Inference, Method, Progress, TrainingData, dataset_input_shape
 from ssad.methods.sgsf.config import SGSFConfig
-from ssad.methods.sgsf.forge import Window, crop_window, cut, forge_batch, forge_images
+from ssad.methods.sgsf.forge import forge_batch, forge_images
 from ssad.methods.sgsf.guidance import GuidanceBank, farthest_point_order, retrieval_features
 from ssad.methods.sgsf.network import GuidedSegmentationNet, ReconstructionNet
 from ssad.methods.sgsf.saliency import salient_regions, saliency_maps
@@ -137,9 +133,7 @@ class SGSF(Method):
         network = self.networks["reconstruction"]
 
         def batch_loss(indices: torch.Tensor) -> torch.Tensor:
-            windows = self._crop_windows(len(indices), generator)
-            images = torch.stack([cut(train[i], w, self.shape) for i, w in zip(indices.tolist(), windows)]) if windows else train[indices]
-            images = images.to(self.device)
+            images = train[indices].to(self.device)
             reconstruction, _ = self._reconstruct(images)
             return F.mse_loss(reconstruction, images) + cfg.ssim_weight * (1 - ssim(reconstruction, images))
 
@@ -160,32 +154,19 @@ class SGSF(Method):
         own_slot = bank_sources[None, :] == torch.arange(len(train))[:, None]  # [N, slots]
 
         def batch_loss(indices: torch.Tensor) -> torch.Tensor:
-            windows = self._crop_windows(len(indices), generator, regions[indices])
-            batch = forge_batch(train, indices, saliency, regions, cfg, generator, windows)
-            inputs, masks = (t.to(self.device) for t in batch)
-            whole = inputs if windows is None else train[indices].to(self.device)  # contrast sets match whole images
-            slots, _ = bank.contrast_sets(whole, cfg.contrast_set_size, own_slot[indices].to(self.device))
+            inputs, masks = (t.to(self.device) for t in forge_batch(train, indices, saliency, regions, cfg, generator))
+            slots, _ = bank.contrast_sets(inputs, cfg.contrast_set_size, own_slot[indices].to(self.device))
             pick = torch.randint(slots.shape[1], (len(indices),), generator=generator)
             chosen = slots.cpu()[torch.arange(len(indices)), pick]
             guidance = [level[chosen.to(self.device)] for level in bank_guidance]
-            if windows is not None:
-                guidance = [torch.stack([cut(f, w, self.shape) for f, w in zip(level, windows)]) for level in guidance]
             return self._segmentation_loss(self._segment(inputs, guidance), masks)
 
         return self._train_stage(network, cfg.epochs, len(train), batch_loss, generator, progress, "segmentation")
 
-    def _crop_windows(self, n: int, generator: torch.Generator, regions: torch.Tensor | None = None) -> list[Window] | None:
-        """A ``train_crop`` window for each of ``n`` training images (containing a salient pixel when ``regions``
-        are given), or None when the crop covers the whole input."""
-        crop = self.config.train_crop
-        if not crop or crop >= max(self.shape):
-            return None
-        return [crop_window(self.shape, crop, self.input_multiple, generator, None if regions is None else regions[i]) for i in range(n)]
-
     def _segmentation_loss(self, logits: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
         """Focal loss of the full-size map, plus ``side_weight`` times the mean focal loss of the coarser heads."""
         cfg = self.config
-        final = focal_loss(self._upsample(logits[-1], masks.shape[-2:]), masks, cfg.focal_gamma)
+        final = focal_loss(self._upsample(logits[-1]), masks, cfg.focal_gamma)
         sides = [focal_loss(side, F.adaptive_avg_pool2d(masks, side.shape[-2:]), cfg.focal_gamma) for side in logits[:-1]]
         return final + cfg.side_weight * torch.stack(sides).mean()
 
@@ -205,8 +186,8 @@ class SGSF(Method):
         """Multi-scale decoder features of the reconstruction network for [B, 3, S, S] normal images."""
         return self._reconstruct(guide_images)[1]
 
-    def _upsample(self, logits: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
-        return F.interpolate(logits, size=shape or self.shape, mode="bilinear", align_corners=False)
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(logits, size=self.shape, mode="bilinear", align_corners=False)
 
     # ------------------------------------------------------------------ inference
 
