@@ -61,6 +61,11 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 MVTEC_LAYOUT_DATASETS = ("mvtec", "kolektorsdd", "magnetic_tile")
 """Datasets laid out like MVTec AD: a category folder under them is ``<dataset>/<category>``."""
+SURFACE_MODELS = frozenset({
+    "mvtec/carpet", "mvtec/grid", "mvtec/leather", "mvtec/tile", "mvtec/wood", "kolektorsdd/commutator", "magnetic_tile/tile",
+})
+"""Models of a textured surface that fills the image, with no object on a background: MVTec AD's five texture
+categories (its own split of its fifteen) and the two surface-inspection datasets."""
 OCT_MODEL = "oct/retina"
 """What every OCT2017-layout folder is, whatever it is called."""
 BENCHMARK_FOLDERS = (

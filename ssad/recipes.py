@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ssad.catalog import SURFACE_MODELS
 from ssad.data import AnomalyDataset
 from ssad.methods import MethodConfig, method_class
 from ssad.methods.base import dataset_input_shape, held_out_split
 
 EVERY_DATASET = "*"
+SURFACES = "surfaces"
+"""The recipe key of every model in :data:`ssad.catalog.SURFACE_MODELS`."""
 
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # About 7-13 minutes of training on one CPU thread at the default 128 x 128 pixels, so that a job with its
@@ -26,12 +29,14 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("sgsf", EVERY_DATASET): {"steps": 3600, "recon_share": 0.1},
     ("st-ssad", EVERY_DATASET): {"steps": 300},  # and 136 more of warm-up and of its start grid
     ("ssm", EVERY_DATASET): {"steps": 160},
+    # A salient object means nothing on a surface: forgeries go anywhere (METHODS.md: an all-ones map for textures).
+    ("sgsf", SURFACES): {"saliency": "uniform"},
     # Models committed before the step budgets, trained longer (SSM 100 and 44 min), as they were.
     ("ssm", "mvtec/bottle"): {"epochs": 100},
     ("ssm", "mvtec/pill"): {"epochs": 60},
 }
-"""Per (method id, ``*`` | dataset | model): later keys override earlier ones, and an ``epochs`` at a more
-specific key replaces a ``steps`` budget (and the other way round)."""
+"""Per (method id, ``*`` | ``surfaces`` | dataset | model): later keys override earlier ones, and an ``epochs`` at
+a more specific key replaces a ``steps`` budget (and the other way round)."""
 
 SESSION_RECIPE: dict[str, dict[str, Any]] = {
     "ssm": {"size": 64, "batch_size": 4, "steps": 200, "lr": 1e-3, "lr_milestones": (0.8,)},  # 128 px: > 180 s here
@@ -74,7 +79,8 @@ def _merged(layers: list[dict[str, Any]]) -> dict[str, Any]:
 
 def recipe_for(method_id: str, dataset: AnomalyDataset) -> dict[str, Any]:
     """The recipe entries that apply to a method on a dataset, merged from the general to the specific."""
-    return _merged([RECIPES.get((method_id, key), {}) for key in (EVERY_DATASET, dataset.dataset, dataset.name)])
+    kinds = (EVERY_DATASET, *([SURFACES] if dataset.name in SURFACE_MODELS else []), dataset.dataset, dataset.name)
+    return _merged([RECIPES.get((method_id, key), {}) for key in kinds])
 
 
 def training_config(method_id: str, dataset: AnomalyDataset, overrides: dict[str, Any] | None = None) -> MethodConfig:

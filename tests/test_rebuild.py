@@ -209,6 +209,16 @@ def test_a_models_recipe_applies_over_its_kinds(monkeypatch, synthetic_category)
     assert (sgsf.epochs, sgsf.recon_epochs) == (2, 1)  # 12 steps of 6 a epoch (22 images, batch 4)
 
 
+def test_sgsf_forges_anywhere_on_a_surface_and_on_the_object_elsewhere(tmp_path):
+    from ssad.data import make_synthetic_mvtec, open_dataset
+    from ssad.recipes import training_config
+
+    for model, saliency in (("kolektorsdd/commutator", "uniform"), ("mvtec/tile", "uniform"), ("mvtec/bottle", "combined")):
+        dataset_name, category = model.split("/")
+        folder = make_synthetic_mvtec(tmp_path / dataset_name, category, n_train=4, n_test_per_type=1, size=32)
+        assert training_config("sgsf", open_dataset(folder)).saliency == saliency, model
+
+
 def test_plan_recalibrates_after_a_scoring_change_and_retrains_after_a_training_change(places, synthetic_category, code_copy):
     places = dataclasses.replace(places, code=code_copy)
     job = Job("ssm", synthetic_category, TINY)
