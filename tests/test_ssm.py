@@ -10,6 +10,7 @@ from conftest import as_saved
 from ssad.data import open_dataset
 from ssad.errors import WeightsError
 from ssad.methods import method_class
+from ssad.methods.base import held_out_split
 from ssad.methods.ssm import SSM, SSMConfig
 from ssad.methods.ssm.masks import complementary_masks, uncover
 from ssad.methods.ssm.network import MaskedUNet
@@ -84,6 +85,21 @@ def test_refinement_frames_and_growing_uncovered_region(trained, synthetic_categ
     assert result.anomaly_map.shape == image.shape[:2]
     assert [p.kind for p in result.frames[0].panels] == ["image", "mask", "image", "heat"]
     assert result.extras["network_passes"] == 3 * 3 * trained.config.refine_iterations
+
+
+def test_refinement_threshold_leaves_the_set_share_of_normal_blocks_hidden(trained, synthetic_category):
+    """Calibrated on held-out normals, round 1 hides ``refine_hidden_share`` of their blocks; a defect stays hidden more."""
+    dataset = open_dataset(synthetic_category)
+    _, held_out_paths = held_out_split(dataset, trained.config)
+    with torch.inference_mode():
+        held_out = [trained._refine(image, iterations=1)[0][0]["map"] for image in trained.load_images(held_out_paths)]
+        hidden_normal = np.mean([1 - trained._normal_blocks(m).float().mean().item() for m in held_out])
+        defective = [s for s in dataset.test if s.label == 1]
+        hidden = [~trained._refine(image)[0][-1]["uncovered"] for image in trained.load_images([s.path for s in defective])]
+    assert hidden_normal == pytest.approx(trained.config.refine_hidden_share, abs=0.05)
+    truths = torch.stack([torch.from_numpy(s.load_mask(trained.shape)) for s in defective]).bool()
+    hidden = torch.stack(hidden)
+    assert hidden[truths].float().mean() > 1.5 * hidden[~truths].float().mean()
 
 
 def test_uncovered_pixels_keep_the_error_of_their_last_inpainting(trained, synthetic_category):
