@@ -102,8 +102,8 @@ def test_refinement_threshold_leaves_the_set_share_of_normal_blocks_hidden(train
     assert hidden[truths].float().mean() > 1.5 * hidden[~truths].float().mean()
 
 
-def test_uncovered_pixels_keep_the_error_of_their_last_inpainting(trained, synthetic_category):
-    """An image judged wholly normal keeps its first-round evidence instead of collapsing to zero error."""
+def test_uncovered_pixels_keep_their_last_inpainting(trained, synthetic_category):
+    """An image judged wholly normal keeps its first-round composite and map instead of collapsing to zero error."""
     image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
     saved = trained.state["refine_threshold"]
     trained.state["refine_threshold"] = float("inf")
@@ -116,6 +116,23 @@ def test_uncovered_pixels_keep_the_error_of_their_last_inpainting(trained, synth
     assert rounds[0]["map_max"] > 0
     assert torch.allclose(rounds[-1]["map"], rounds[0]["map"])
     assert rounds[-1]["mse"] == pytest.approx(rounds[0]["mse"])
+
+
+def test_refined_rounds_inpaint_only_what_is_still_hidden(trained, synthetic_category):
+    """Pixels uncovered after round 1 keep round 1's inpainting; the pixels still hidden are inpainted again."""
+    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
+    with torch.inference_mode():
+        first = trained._refine(image_tensor, iterations=1)[0][0]
+        saved = trained.state["refine_threshold"]
+        trained.state["refine_threshold"] = float(trained._block_levels(first["map"]).median())
+        try:
+            rounds, _ = trained._refine(image_tensor)
+        finally:
+            trained.state["refine_threshold"] = saved
+    kept = rounds[1]["uncovered"]
+    assert 0 < kept.float().mean() < 1
+    assert torch.equal(rounds[-1]["composite"][:, kept], rounds[0]["composite"][:, kept])
+    assert not torch.allclose(rounds[-1]["composite"][:, ~kept], rounds[0]["composite"][:, ~kept])
 
 
 def test_synthetic_defects_score_higher_than_normals(trained, synthetic_category):

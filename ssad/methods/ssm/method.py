@@ -17,11 +17,12 @@ Choices where the paper and code leave room (also in the README):
   share on an image is what its normals would not hide (set ``refine_threshold`` to fix it).
 * The image score replaces the code's test-set min-max normalisation (impossible for one uploaded
   image) by standardising the two terms (map maximum, reconstruction MSE) with held-out normal images.
-* In the code, a pixel uncovered as normal gets zero error in the next round. With a calibrated
-  threshold most blocks of a normal image, and of an image with a subtle defect, end up uncovered, so
-  their scores collapse onto one tied value. Here an uncovered pixel keeps the error of the last round
-  that inpainted it; pixels still hidden take the refined round's error, so refinement still sharpens
-  the suspicious regions while the ranking of the rest is kept.
+* In the code, a pixel uncovered as normal gets zero error in the next round, so images judged mostly
+  normal collapse onto one tied score. Here an uncovered pixel keeps the inpainting of the last round
+  that hid it: each round's composite is inpainted everywhere, the still hidden pixels with more normal
+  context, and its multi-scale error is computed whole (with the input copied into the uncovered
+  pixels instead, the coarse GMS scales of a small hidden region mix in exact pixels and its error
+  drops, so the refined map understated what stayed hidden; `docs/ssm-refinement.md`).
 """
 
 from __future__ import annotations
@@ -200,17 +201,14 @@ class SSM(Method):
             outputs = self._run_passes(image[None], masks)[:, 0, :3]  # [cells*n_masks, 3, H, W]
             hidden = (1 - masks).view(n_cells, cfg.n_masks, 1, *self.shape)
             composite = (outputs.view(n_cells, cfg.n_masks, 3, *self.shape) * hidden).sum(dim=1)
-            # Pixels visible in every mask have no prediction: they keep the input.
-            composite = composite + image * (1 - hidden.sum(dim=1))
+            if round_index > 0:
+                # An uncovered pixel keeps the inpainting of the last round that hid it, so every round's composite
+                # is inpainted everywhere and its multi-scale error compares like with like.
+                composite = torch.where(uncovered, composite_before, composite)
+            composite_before = composite
             gms_error = (weights * msgms_anomaly_map(image[None], composite)).sum(dim=0)[0]  # the input broadcasts, so its gradients are computed once
-            squared_error = (composite - image).pow(2).mean(dim=1).sum(dim=0)
-            if round_index == 0:
-                evidence, squared_evidence = gms_error, squared_error
-            else:
-                # An uncovered pixel keeps the error of the last round that inpainted it, not zero.
-                evidence = torch.where(uncovered, evidence, gms_error)
-                squared_evidence = torch.where(uncovered, squared_evidence, squared_error)
-            anomaly_map = gaussian_blur(evidence[None, None], cfg.smoothing_sigma)[0, 0]
+            squared_evidence = (composite - image).pow(2).mean(dim=1).sum(dim=0)
+            anomaly_map = gaussian_blur(gms_error[None, None], cfg.smoothing_sigma)[0, 0]
             rounds.append(
                 {
                     "map": anomaly_map,
