@@ -87,6 +87,17 @@ def test_refinement_frames_and_growing_uncovered_region(trained, synthetic_categ
     assert result.extras["network_passes"] == 3 * 3 * trained.config.refine_iterations
 
 
+def _rounds_at_threshold(trained: SSM, image: torch.Tensor, threshold: float) -> list[dict]:
+    """The refinement rounds of ``image`` with the refinement threshold set to ``threshold`` for this call only."""
+    saved = trained.state["refine_threshold"]
+    trained.state["refine_threshold"] = threshold
+    try:
+        with torch.inference_mode():
+            return trained._refine(image)[0]
+    finally:
+        trained.state["refine_threshold"] = saved
+
+
 def test_refinement_threshold_leaves_the_set_share_of_normal_blocks_hidden(trained, synthetic_category):
     """Calibrated on held-out normals, round 1 hides ``refine_hidden_share`` of their blocks; a defect stays hidden more."""
     dataset = open_dataset(synthetic_category)
@@ -105,13 +116,7 @@ def test_refinement_threshold_leaves_the_set_share_of_normal_blocks_hidden(train
 def test_uncovered_pixels_keep_their_last_inpainting(trained, synthetic_category):
     """An image judged wholly normal keeps its first-round composite and map instead of collapsing to zero error."""
     image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
-    saved = trained.state["refine_threshold"]
-    trained.state["refine_threshold"] = float("inf")
-    try:
-        with torch.inference_mode():
-            rounds, _ = trained._refine(image_tensor)
-    finally:
-        trained.state["refine_threshold"] = saved
+    rounds = _rounds_at_threshold(trained, image_tensor, float("inf"))
     assert bool(rounds[-1]["uncovered"].all())
     assert rounds[0]["map_max"] > 0
     assert torch.allclose(rounds[-1]["map"], rounds[0]["map"])
@@ -123,12 +128,7 @@ def test_refined_rounds_inpaint_only_what_is_still_hidden(trained, synthetic_cat
     image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
     with torch.inference_mode():
         first = trained._refine(image_tensor, iterations=1)[0][0]
-        saved = trained.state["refine_threshold"]
-        trained.state["refine_threshold"] = float(trained._block_levels(first["map"]).median())
-        try:
-            rounds, _ = trained._refine(image_tensor)
-        finally:
-            trained.state["refine_threshold"] = saved
+    rounds = _rounds_at_threshold(trained, image_tensor, float(trained._block_levels(first["map"]).median()))
     kept = rounds[1]["uncovered"]
     assert 0 < kept.float().mean() < 1
     assert torch.equal(rounds[-1]["composite"][:, kept], rounds[0]["composite"][:, kept])
