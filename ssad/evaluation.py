@@ -53,6 +53,7 @@ class EvaluationReport(TypedDict, total=False):
     per_class_auroc: dict[str, float]
     per_width_auroc: dict[str, float]
     refinement: Refinement
+    training_note: str
 
 
 @dataclass
@@ -117,6 +118,8 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
         "precision": resolve_precision(method.config.precision, method.device),
     }
     report["per_class_auroc"] = _per_class_auroc(dataset, scores)
+    if method.training_note():
+        report["training_note"] = method.training_note()
     if 1 < len(set(tested.widths)) <= MAX_SCAN_WIDTHS:
         report["per_width_auroc"] = _per_group_auroc(labels, scores, np.array(tested.widths))
     if tested.hidden["normal"]:

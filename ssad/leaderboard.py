@@ -300,6 +300,8 @@ def _note(report: dict[str, Any]) -> str:
         groups = report.get(key) or {}
         if len(groups) > 1:  # evaluate reports widths only for sets of a few scan widths
             parts.append(f"{title} " + ", ".join(f"{name} {value:.3f}" for name, value in groups.items() if value is not None))
+    if report.get("training_note"):
+        parts.append(report["training_note"])
     return "; ".join(parts)
 
 

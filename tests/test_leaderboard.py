@@ -137,3 +137,5 @@ def test_measured_rows_say_the_input_shape_cpu_minutes_and_each_class_and_width(
     assert row["note"] == "Kermany OCT, this split, 503 test images; per class CNV 0.950, DME 0.900, DRUSEN 0.800; per width 512 0.910, 768 0.700"
     (old,) = measured_rows({**report, "per_width_auroc": {}}, {"train_seconds": 60.0}, {"size": 128}, "SGSF")
     assert (old["resolution"], old["train_minutes"]) == ("128x128", 1.0)
+    (tuned,) = measured_rows({**report, "per_class_auroc": {}, "training_note": "cutdiff tuned on X"}, info, {"size": 128}, "ST-SSAD")
+    assert tuned["note"] == "Kermany OCT, this split, 503 test images; per width 512 0.910, 768 0.700; cutdiff tuned on X"

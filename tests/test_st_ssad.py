@@ -8,16 +8,17 @@ from conftest import as_saved
 from ssad.data import open_dataset
 from ssad.methods import method_class
 from ssad.methods.st_ssad import STSSAD, STSSADConfig
+from ssad.methods.st_ssad.method import _WarmStart
 from ssad.methods.st_ssad.augment import CutDiff, Rotation, cut_diff, rotate
 from ssad.methods.st_ssad.network import Detector
-from ssad.methods.st_ssad.pictures import END, SIZE, START, landscape_picture, loss_picture
-from ssad.methods.st_ssad.tuning import Tuner, evaluate_landscape, first_and_last_sixth
+from ssad.methods.st_ssad.pictures import BOTTOM, END, LEFT, RIGHT, SIZE, START, TOP, landscape_picture, loss_picture
+from ssad.methods.st_ssad.tuning import CompassSearch, evaluate_landscape, first_and_last_sixth
 from ssad.methods.st_ssad.validation import mean_distance_loss
 from ssad.viz import render_frame
 
 TINY = dict(
     size=64, epochs=12, batch_size=8, widths=(8, 16, 32, 64), hidden=32, embedding_dim=16, warmup_steps=4,
-    tune_every=2, validation_batch=8, recorded_steps=4, thumbnail_size=16, candidate_steps=3,
+    tune_every=2, recorded_steps=4, thumbnail_size=16, candidate_steps=3,
 )
 
 
@@ -54,15 +55,16 @@ def test_gradient_reaches_the_augmentation_strengths(augmentation):
     assert torch.all(torch.isfinite(augmentation.logits.grad)) and augmentation.logits.grad.abs().min() > 0
 
 
-def test_strengths_map_to_the_configured_ranges():
-    cut = CutDiff((0.02, 0.15), (0.3, 1.0))
+def test_strengths_map_to_the_configured_ranges_on_log_scales():
+    cut = CutDiff((0.001, 0.5), (0.04, 1.0))
     cut.set_strengths([0.0, 1.0])
-    assert cut.physical() == pytest.approx({"area_ratio": 0.02, "aspect_ratio": 1.0}, abs=1e-3)
+    assert cut.physical() == pytest.approx({"area_ratio": 0.001, "aspect_ratio": 1.0}, abs=1e-3)
     cut.set_strengths([1.0, 0.0])
-    assert cut.physical() == pytest.approx({"area_ratio": 0.15, "aspect_ratio": 0.3}, abs=1e-3)
-    assert cut.bounds() == {"area_ratio": [0.02, 0.15], "aspect_ratio": [0.3, 1.0]}
-    axes = cut.physical_axes(((0.0, 0.5, 1.0), (0.0, 1.0)))
-    assert axes["area_ratio"] == pytest.approx([0.02, 0.085, 0.15]) and axes["aspect_ratio"] == pytest.approx([0.3, 1.0])
+    assert cut.physical() == pytest.approx({"area_ratio": 0.5, "aspect_ratio": 0.04}, abs=1e-3)
+    assert cut.bounds() == {"area_ratio": [0.001, 0.5], "aspect_ratio": [0.04, 1.0]}
+    axes = cut.physical_axes(((0.0, 0.5, 1.0), (0.0, 0.5, 1.0)))
+    assert axes["area_ratio"] == pytest.approx([0.001, 0.5**0.5 * 0.001**0.5, 0.5], rel=1e-3)  # the middle is the geometric mean
+    assert axes["aspect_ratio"] == pytest.approx([0.04, 0.2, 1.0], rel=1e-3)
     assert Rotation(90.0).bounds() == {"angle_degrees": [0.0, 90.0]}
 
 
@@ -113,38 +115,73 @@ def test_tuning_state_has_params_bounds_losses_and_the_landscape(trained):
     assert (tuning["loss_first"], tuning["loss_last"]) == pytest.approx(first_and_last_sixth(tuning["losses"]), abs=1e-4)
     assert len(tuning["trajectory"]) == 2 + len(tuning["losses"])  # the warm-up's strengths, the start, each step
     start = np.asarray(tuning["start_grid"]["loss"])
-    assert start.shape == (cfg.coarse_points, cfg.coarse_points) and tuning["start"]["moved"]
+    assert start.shape == (cfg.coarse_points, cfg.coarse_points)
     assert tuning["trajectory"][1] == pytest.approx(tuning["start"]["grid_minimum"], abs=1e-3)
+    assert all(later <= earlier for earlier, later in zip(tuning["losses"], tuning["losses"][1:]))
+    assert tuning["losses"][0] <= tuning["start"]["grid_loss"] and len(tuning["poll_steps"]) == len(tuning["losses"])
     assert tuning["start"]["grid_loss"] == pytest.approx(start.min(), abs=1e-4)
     grid = tuning["grid"]
     assert np.asarray(grid["loss"]).shape == (cfg.grid_points, cfg.grid_points) and np.isfinite(grid["loss"]).all()
     assert grid["names"] == ["area", "aspect"] and len(grid["strengths"][0]) == cfg.grid_points
-    assert grid["physical"]["area_ratio"][0] == pytest.approx(0.02) and grid["physical"]["area_ratio"][-1] == pytest.approx(0.15)
+    assert grid["physical"]["area_ratio"] == pytest.approx(list(np.geomspace(*cfg.area_range, cfg.grid_points)), rel=1e-3)
+    assert tuning["start_grid"]["strengths"][0] == pytest.approx([(i + 0.5) / cfg.coarse_points for i in range(cfg.coarse_points)])
     assert 2 <= len(tuning["recorded"]) <= cfg.recorded_steps
+    assert trained.training_note().startswith("cutdiff tuned on the unlabelled test images (transductive): area ratio ")
     assert trained.networks["scoring"].thumbnails[0].abs().sum() > 0
 
 
-def test_the_tuning_rule_reaches_an_interior_minimum_of_a_stand_in_loss():
-    """Landscape restart, then noisy gradient steps, on a loss with its minimum at strengths (0.3, 0.65)."""
+def test_the_trained_there_loss_trains_a_copy_as_the_detector_would():
+    """The functional copy trains as the detector's optimiser would, leaves the detector alone, and repeats exactly."""
+    torch.manual_seed(0)
+    method = STSSAD(STSSADConfig(**TINY))
+    cfg, total = method.config, 20
+    train = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    validation = torch.rand(10, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    optimizer = method._detector_optimizer()
+    for step in range(2):
+        method._detector_step(train, optimizer, step, total, torch.Generator().manual_seed(step))
+    warm = _WarmStart.of(method.networks["detector"], optimizer)
+    loss_images = method._loss_images(train[:6], validation)
+    method.networks["augmentation"].set_strengths([0.4, 0.6])
+
+    trained_there = method._trained_there_loss(warm, train, loss_images, total)
+    detector_state = {name: value.clone() for name, value in method.networks["detector"].state_dict().items()}
+    assert method._trained_there_loss(warm, train, loss_images, total) == trained_there
+    assert all(torch.equal(value, detector_state[name]) for name, value in method.networks["detector"].state_dict().items())
+    batches = torch.Generator().manual_seed(cfg.seed + 4)
+    for step in range(cfg.candidate_steps):
+        method._detector_step(train, optimizer, cfg.warmup_steps + step, total, batches)
+    assert trained_there == pytest.approx(method._loss_through(method._embed, loss_images).item(), rel=1e-4)
+    method.networks["augmentation"].set_strengths([0.9, 0.1])
+    assert method._trained_there_loss(warm, train, loss_images, total) != pytest.approx(trained_there, rel=1e-3)
+
+
+def test_the_compass_search_reaches_an_interior_minimum_of_a_rough_stand_in_loss():
+    """Start at a landscape's lowest point, then polls on a loss with its minimum at strengths (0.3, 0.65) and
+    small jumps everywhere (as the trained-there loss has): the loss falls and the search ends near the minimum."""
     augmentation = CutDiff((0.02, 0.15), (0.3, 1.0))
-    target = torch.tensor([0.3, 0.65])
-    noise = torch.Generator().manual_seed(0)
+    target = np.array([0.3, 0.65])
+    readings = []
 
-    def loss() -> torch.Tensor:
-        return ((augmentation.strengths - target) ** 2).sum() + 0.3 * (augmentation.strengths * torch.randn(2, generator=noise)).sum()
+    def loss() -> float:
+        strengths = augmentation.strengths.detach().numpy().astype(np.float64)
+        readings.append(strengths)
+        return float(((strengths - target) ** 2).sum() + 0.002 * np.sin(300 * strengths).sum())
 
-    augmentation.set_strengths([0.98, 0.02])  # start in a corner
-    tuner = Tuner(augmentation, lr=0.05)
-    landscape = evaluate_landscape(augmentation, lambda: ((augmentation.strengths - target) ** 2).sum().item(), 5)
-    assert landscape.losses.shape == (5, 5) and augmentation.strengths.tolist() == pytest.approx([0.98, 0.02], abs=1e-4)
-    assert tuner.restart_if_lower(landscape, loss().item(), step=0)
-    for _ in range(150):
-        tuner.step(loss())
-    final = augmentation.strengths.detach()
-    assert torch.allclose(final, target, atol=0.08), final
-    assert final.min() > 0.05 and final.max() < 0.95  # at least 5 % of the range from both bounds
-    assert len(tuner.trajectory) == 152 and tuner.trajectory[1] == pytest.approx([0.25, 0.75], abs=1e-3)
-    assert not tuner.restart_if_lower(landscape, 0.0, step=1)  # a lower current loss keeps the strengths
+    landscape = evaluate_landscape(augmentation, loss, 4, centred=True)
+    assert landscape.axes[0] == (0.125, 0.375, 0.625, 0.875)
+    search = CompassSearch(augmentation, loss, step=0.125)
+    search.start_at_minimum(landscape)
+    assert search.trajectory[-1] == pytest.approx([0.375, 0.625], abs=1e-3) and search.start["grid_loss"] == pytest.approx(landscape.losses.min(), abs=1e-5)
+    n_readings = len(readings)
+    for _ in range(20):
+        search.poll()
+    assert all(later <= earlier for earlier, later in zip(search.losses, search.losses[1:]))
+    assert search.losses[-1] < landscape.losses.min()
+    assert np.abs(np.array(search.strengths()) - target).max() < 0.04
+    assert min(search.strengths()) > 0.05 and max(search.strengths()) < 0.95  # at least 5 % of the range from both bounds
+    assert len(readings) - n_readings < 20 * 4  # a point already read is not read again
+    assert search.steps[-1] == 0.125 / 16 and len(search.trajectory) == 2 + 20  # the step stops shrinking at 1/16
 
 
 def test_landscape_picture_draws_axes_path_start_and_end():
@@ -158,6 +195,12 @@ def test_landscape_picture_draws_axes_path_start_and_end():
     curve = loss_picture(list(np.linspace(2, 1, 50)), 25, 5)
     assert curve.shape == (SIZE, SIZE, 3) and (curve[-40:, 60:-60] < 0.4).any()
     assert landscape_picture({**grid, "loss": grid["loss"][0], "physical": {"angle_degrees": list(range(7))}}, [[0.2], [0.7]]).shape == (SIZE, SIZE, 3)
+    centred = {"loss": np.ones((4, 4)).tolist(), "strengths": [[0.125, 0.375, 0.625, 0.875]] * 2,
+               "physical": {"area_ratio": [0.002, 0.01, 0.05, 0.2], "aspect_ratio": [0.05, 0.1, 0.3, 0.6]}}
+    ring = np.abs((landscape_picture(centred, [[0.125, 0.125]]) * 255).round() - START).sum(-1) < 30
+    rows, columns = np.nonzero(ring)
+    width, height = SIZE - LEFT - RIGHT, SIZE - TOP - BOTTOM
+    assert abs(columns.mean() - (LEFT + width / 8)) < 3 and abs(rows.mean() - (TOP + height * 7 / 8)) < 3  # the first cell's centre
 
 
 def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthetic_category):

@@ -2,8 +2,8 @@
 
 Both are plain functions of physical values (area ratio, aspect ratio, angle) that leave the image
 unchanged at zero strength, wrapped in modules whose learnable scalars live in [0, 1] (through a
-sigmoid, so their gradient never dies at a bound) and map to the physical values as in DSV's
-``SmoothCutOut``: area linearly in ``area_range``, aspect log-linearly in ``aspect_range``.
+sigmoid, so their gradient never dies at a bound) and map to the physical values log-linearly: the
+aspect as in DSV's ``SmoothCutOut``, the area too (DSV: linearly), since the ranges span two decades.
 """
 
 from __future__ import annotations
@@ -111,8 +111,14 @@ class LearnableAugmentation(nn.Module):
         raise NotImplementedError
 
 
+def _log_linear(strength: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """The value at ``strength`` in [0, 1] on a log scale from ``value_range[0]`` to ``value_range[1]``."""
+    log_low, log_high = math.log(value_range[0]), math.log(value_range[1])
+    return torch.exp(log_low + (log_high - log_low) * strength)
+
+
 class CutDiff(LearnableAugmentation):
-    """CutDiff: strengths (area, aspect) -> area ratio in ``area_range`` and aspect in ``aspect_range``."""
+    """CutDiff: strengths (area, aspect) -> area ratio in ``area_range`` and aspect in ``aspect_range``, both log-linear."""
 
     names = ("area", "aspect")
     units = ("area_ratio", "aspect_ratio")
@@ -123,11 +129,7 @@ class CutDiff(LearnableAugmentation):
         self.aspect_range = tuple(aspect_range)
 
     def to_physical(self, strengths: torch.Tensor) -> torch.Tensor:
-        low, high = self.area_range
-        area = low + (high - low) * strengths[..., 0]
-        log_low, log_high = math.log(self.aspect_range[0]), math.log(self.aspect_range[1])
-        aspect = torch.exp(log_low + (log_high - log_low) * strengths[..., 1])
-        return torch.stack([area, aspect], dim=-1)
+        return torch.stack([_log_linear(strengths[..., 0], self.area_range), _log_linear(strengths[..., 1], self.aspect_range)], dim=-1)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         batch = images.shape[0]

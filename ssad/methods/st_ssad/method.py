@@ -1,10 +1,10 @@
 """ST-SSAD: Self-Tuning Self-Supervised Anomaly Detection (Yoo, Zhao, Akoglu; KDD 2025).
 
 A detector learns to tell normal training images from augmented ones (binary cross-entropy); the
-augmentation's continuous hyper-parameters are tuned at the same time, without labels, by
-back-propagating an unsupervised validation loss through a differentiable augmentation, alternating
-with detector updates. Images are scored by the Mahalanobis distance of their pooled detector
-features to those of the normal training images.
+augmentation's continuous hyper-parameters are tuned at the same time, without labels, on an
+unsupervised validation loss, alternating with detector updates (the paper back-propagates the loss
+through a differentiable augmentation; here a compass search follows it, see "Tuning"). Images are
+scored by the Mahalanobis distance of their pooled detector features to those of the normal training images.
 
 Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
 * Detector: a stride-2 stem and one stride-2 ResNet basic block per width (32-64-128-256), global
@@ -13,10 +13,14 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   SGD (lr 0.03, momentum 0.9, weight decay 3e-5, cosine decay) as in DSV; each step sees
   ``batch_size`` normals with colour jitter (brightness, contrast, saturation +-``jitter``; DSV's hue
   jitter is left out) and the same images augmented. ``epochs`` counts passes over the normals.
-* CutDiff follows DSV's SmoothCutOut (bump exp(-||d||^2/0.2) subtracted, clipped to [0, 1]; area
-  linear in [0.02, 0.15], aspect log-linear in [0.3, 1]); the bump is averaged over each pixel (erf)
-  so it vanishes continuously at zero area; height and width swap at random per image; the patch
-  centre is uniform over the image. The two learnable strengths live in [0, 1] through a sigmoid.
+* CutDiff follows DSV's SmoothCutOut (bump exp(-||d||^2/0.2) subtracted, clipped to [0, 1]) but not its
+  ranges: area log-linear in [0.001, 1] and aspect log-linear in [0.03, 1] (DSV: area linear in
+  [0.02, 0.15], aspect in [0.3, 1]). Read through the earlier committed detectors, the validation loss was
+  lowest at areas of about 0.01, below DSV's lower bound, and rose again towards zero area, where the
+  augmentation vanishes; read as trained there (below), pill's loss fell up to an area of 0.35-0.5 and rose
+  beyond (docs/st-ssad-tuning.md). The bump is averaged over each pixel (erf) so it vanishes continuously
+  at zero area; height and width swap at random per image; the patch centre is uniform over the image.
+  The two learnable strengths live in [0, 1] through a sigmoid.
 * Rotation (``augmentation = "rotation"``, for semantic anomalies): angle = strength x 180 degrees,
   random sign per image, bilinear with reflected borders. CutDiff is the default (industrial defects).
 * Validation loss: see ``validation.py`` (centre + scale all embeddings together, then a symmetric
@@ -24,18 +28,19 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   the embedding-head output with the detector in eval mode and frozen. The normals it compares with
   are the held-out training normals (unseen by the detector) and their augmented copies; with
   ``validation = "held_out"`` they are the validation data, and the training normals are compared.
-* Tuning: see ``tuning.py``. The detector warms up for ``warmup_steps`` at strength
-  ``initial_strength`` (the middle of each range); from that warm-up, a copy trains
-  ``candidate_steps`` more steps at each point of a ``coarse_points``-per-parameter grid and the
-  validation loss is read there (the *start landscape*, fixed ``landscape_images`` images and fixed
-  augmentation randomness); training continues from the warm-up at the grid's lowest point. Then
-  every ``tune_every`` detector steps one Adam step (lr ``tune_lr``) on the augmentation logits
-  follows the loss on fresh random subsets of ``validation_batch`` images. This replaces the paper's
-  score-variance choice among candidates (for less: 16 x 6 detector steps against 4 x 40). Every
-  candidate sees the same batches and augmentation randomness, so that the grid compares strengths only.
-  After training, a ``grid_points`` landscape of the final, frozen detector is stored in
-  ``state["tuning"]["grid"]`` (the start landscape in ``start_grid``) with the tuning path, and drawn in
-  the frames (the same for every image: they show the training).
+* Tuning: see ``tuning.py``. The validation loss of a strength is read through the detector *trained
+  there*: a functional copy of the detector at the end of its warm-up (``warmup_steps`` at
+  ``initial_strength``, the middle of each range) trains ``candidate_steps`` more steps at that strength, on
+  the same batches and augmentation randomness for every strength, and the loss is read on fixed images
+  (``landscape_images``). The start is the lowest point of this loss on a ``coarse_points``-per-parameter grid
+  of cell centres; then every ``tune_every`` detector steps one poll of a compass search (first step
+  ``tune_step``) moves the strengths to a lower loss or halves its step (the paper's alternating updates;
+  the paper follows the loss's gradient). Read through the detector being trained instead, the loss is lowest
+  wherever that detector has learnt least: the strengths were pushed away from wherever they were and slid
+  into the bounds while the loss rose (the models of the previous rule). After training, a ``grid_points``
+  landscape of the final, frozen detector is stored in ``state["tuning"]["grid"]`` (the trained-there start
+  landscape in ``start_grid``) with the tuning path, and drawn in the frames (the same for every image:
+  they show the training).
 * Validation data (``validation``): ``"test"`` = the dataset's test images without their labels
   (transductive, as in the paper; at most ``max_validation_images``, a seeded random subset);
   ``"held_out"`` = the held-out training normals (which also calibrate the threshold). Without test
@@ -53,8 +58,9 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   of the stage maps ``map_stages`` (upsampled to the finest, concatenated) to the training normals'
   mean at that position under one shared Ledoit-Wolf covariance, upsampled and Gaussian-smoothed.
 
-How the defaults were chosen, without test labels: the tuning rule and its settings by the
-validation loss itself (the landscapes of the committed models' frozen detectors, ``tuning.py``); the
+How the defaults were chosen, without test labels: the tuning rule, the ranges and the search's settings by
+the validation loss itself (landscapes read through frozen and trained-there detectors, and whether the
+loss fell along the search; ``tuning.py``, docs/st-ssad-tuning.md); the
 scoring settings (``score_stages`` (2, 3) or (3,), 100 or 200 epochs) by ``python -m ssad select`` on
 bottle, which ranks candidates by the AUROC of 31 set-aside training normals against forged copies of
 them (0.998 against 0.994 to 0.996; ``leaderboard/selections/st-ssad_mvtec_bottle.json``). Pill and
@@ -64,7 +70,6 @@ bottle test set; ``select`` re-ranked them without labels, on a criterion near s
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +79,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from ssad.errors import SsadError
 from ssad.methods.base import Inference, Method, MethodConfig, Progress, TrainingData
@@ -81,7 +87,7 @@ from ssad.methods.st_ssad.augment import CutDiff, LearnableAugmentation, Rotatio
 from ssad.methods.st_ssad.network import Detector
 from ssad.methods.st_ssad.pictures import landscape_picture, loss_picture
 from ssad.methods.st_ssad.scoring import fit_gaussian, mahalanobis
-from ssad.methods.st_ssad.tuning import Tuner, evaluate_landscape, first_and_last_sixth
+from ssad.methods.st_ssad.tuning import CompassSearch, evaluate_landscape, first_and_last_sixth
 from ssad.methods.st_ssad.validation import mean_distance_loss
 from ssad.nn.filters import gaussian_blur
 from ssad.result import Frame, Panel
@@ -108,8 +114,8 @@ class STSSADConfig(MethodConfig):
     hidden: int = 256
     embedding_dim: int = 128
     augmentation: str = "cutdiff"
-    area_range: tuple[float, float] = (0.02, 0.15)
-    aspect_range: tuple[float, float] = (0.3, 1.0)
+    area_range: tuple[float, float] = (0.001, 1.0)  # DSV: 0.02-0.15, linear
+    aspect_range: tuple[float, float] = (0.03, 1.0)  # DSV: 0.3-1
     max_rotation_degrees: float = 180.0
     initial_strength: float = 0.5  # every strength during the warm-up: the middle of each range
     warmup_steps: int = 40
@@ -117,10 +123,9 @@ class STSSADConfig(MethodConfig):
     candidate_steps: int = 6  # detector steps from the warm-up at each start point (same batches) before its loss is read
     grid_points: int = 7  # per parameter, for the landscape stored and drawn
     landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
-    tune_every: int = 4
-    tune_lr: float = 0.05
+    tune_every: int = 20  # detector steps between two polls of the compass search
+    tune_step: float = 0.125  # the search's first step in strength: half a cell of the start grid
     validation: str = "test"
-    validation_batch: int = 32
     max_validation_images: int = 200
     score_stages: tuple[int, ...] = (2, 3)
     map_stages: tuple[int, ...] = (1, 2)
@@ -131,7 +136,9 @@ class STSSADConfig(MethodConfig):
     precision: str = "fp32"  # see docs/methods.md, "Precision": bf16 trained worse detectors here, for 1.4x
 
     scoring_fields: ClassVar[tuple[str, ...]] = MethodConfig.scoring_fields + ("map_sigma", "pixel_map")
-    retired_fields: ClassVar[tuple[str, ...]] = ("candidates",)  # the score-variance initialisation, replaced by landscapes
+    # the score-variance initialisation, replaced by landscapes; the batch and Adam step of the frozen-detector gradient,
+    # replaced by the compass search on fixed images
+    retired_fields: ClassVar[tuple[str, ...]] = ("candidates", "validation_batch", "tune_lr")
 
 
 class ScoringState(nn.Module):
@@ -183,64 +190,56 @@ class STSSAD(Method):
         train = data.train.to(self.device)
         validation = self._validation_images(data).to(self.device)
         steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-        n_candidates = cfg.coarse_points ** len(augmentation.names)
+        readings = cfg.coarse_points ** len(augmentation.names) + steps // cfg.tune_every * 2 * len(augmentation.names)  # at most
         total = cfg.warmup_steps + steps
-        counter = _Counter(progress, total + n_candidates * cfg.candidate_steps)
+        counter = _Counter(progress, total + readings)
         reference = self._reference_normals(data).to(self.device)
-        loss_at = self._fixed_loss(reference, validation)
+        loss_images = self._loss_images(reference, validation)
 
         augmentation.set_strengths([cfg.initial_strength] * len(augmentation.names))
         optimizer = self._detector_optimizer()
         for step in range(cfg.warmup_steps):
             self._detector_step(train, optimizer, step, total, generator)
             counter.tick(f"warm-up at strength {cfg.initial_strength}")
+        warm = _WarmStart.of(self.networks["detector"], optimizer)
 
-        detector = self.networks["detector"]
-        warm = copy.deepcopy((detector.state_dict(), optimizer.state_dict()))
+        def trained_there() -> float:
+            counter.tick(f"trained-there loss at {augmentation.physical()}")
+            return self._trained_there_loss(warm, train, loss_images, total)
 
-        def loss_after_training_at() -> float:
-            detector.load_state_dict(warm[0])
-            optimizer.load_state_dict(warm[1])
-            same_batches = torch.Generator().manual_seed(cfg.seed + 4)
-            for step in range(cfg.candidate_steps):
-                self._detector_step(train, optimizer, cfg.warmup_steps + step, total, same_batches)
-                counter.tick(f"start candidate {augmentation.physical()}")
-            return loss_at()
-
-        tuner = Tuner(augmentation, cfg.tune_lr)
-        start = evaluate_landscape(augmentation, loss_after_training_at, cfg.coarse_points)
-        detector.load_state_dict(warm[0])
-        optimizer.load_state_dict(warm[1])
-        tuner.restart_if_lower(start, math.inf, 0)
+        search = CompassSearch(augmentation, trained_there, cfg.tune_step)
+        start = evaluate_landscape(augmentation, trained_there, cfg.coarse_points, centred=True)
+        search.start_at_minimum(start)
         n_tune = steps // cfg.tune_every
         recorded_at = set(np.linspace(0, n_tune - 1, cfg.recorded_steps).round().astype(int).tolist()) if n_tune else set()
         recorded: list[dict[str, int]] = []
         bce_losses = []
         for step in range(steps):
             bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator))
-            if (step + 1) % cfg.tune_every == 0 and len(tuner.losses) < n_tune:
-                if len(tuner.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
+            if (step + 1) % cfg.tune_every == 0 and len(search.losses) < n_tune:
+                if len(search.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
                     self._record_thumbnail(len(recorded), train[0])
-                    recorded.append({"step": step + 1, "path": len(tuner.trajectory), "losses": len(tuner.losses)})
-                tuner.step(self._validation_loss(train, reference, validation, generator))
+                    recorded.append({"step": step + 1, "path": len(search.trajectory), "losses": len(search.losses)})
+                search.poll()
             counter.tick(f"step {step + 1}/{steps} bce {np.mean(bce_losses[-20:]):.4f} {augmentation.physical()}")
 
         self._fit_gaussians(train)
-        final = evaluate_landscape(augmentation, loss_at, cfg.grid_points)
-        loss_first, loss_last = first_and_last_sixth(tuner.losses) if tuner.losses else (float("nan"),) * 2
+        final = evaluate_landscape(augmentation, lambda: self._loss_through(self._embed, loss_images).item(), cfg.grid_points)
+        loss_first, loss_last = first_and_last_sixth(search.losses) if search.losses else (float("nan"),) * 2
         self.state = {
             "tuning": {
                 "augmentation": cfg.augmentation,
                 "validation_data": self._validation_source(data),
                 "reference_normals": "held_out" if self._validation_source(data) == "test" else "train",
                 "params": augmentation.physical(),
-                "strengths": tuner.strengths(),
+                "strengths": search.strengths(),
                 "bounds": augmentation.bounds(),
                 "loss_first": round(loss_first, 5),
                 "loss_last": round(loss_last, 5),
-                "losses": [round(v, 5) for v in tuner.losses],
-                "trajectory": tuner.trajectory,
-                "start": tuner.restarts[0],
+                "losses": [round(v, 5) for v in search.losses],
+                "poll_steps": search.steps,
+                "trajectory": search.trajectory,
+                "start": search.start,
                 "start_grid": start.to_state(augmentation.names, augmentation.physical_axes(start.axes)),
                 "recorded": recorded,
                 "grid": final.to_state(augmentation.names, augmentation.physical_axes(final.axes)),
@@ -251,6 +250,15 @@ class STSSAD(Method):
             "steps": steps,
             "epoch_bce": [round(float(np.mean(bce_losses[i : i + epoch_steps])), 5) for i in range(0, steps, epoch_steps)],
         }
+
+    def training_note(self) -> str:
+        """Which data tuned the augmentation, and to what: transductive tuning reads the unlabelled test images."""
+        tuning = self.state.get("tuning")
+        if not tuning:
+            return ""
+        source = "the unlabelled test images (transductive)" if tuning["validation_data"] == "test" else "held-out training normals"
+        values = ", ".join(f"{unit.replace('_', ' ')} {value:.3g}" for unit, value in tuning["params"].items())
+        return f"{tuning['augmentation']} tuned on {source}: {values}"
 
     def _validation_source(self, data: TrainingData) -> str:
         if self.config.validation == "test" and not data.dataset.test:
@@ -275,61 +283,81 @@ class STSSAD(Method):
         self, train: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, total: int, generator: torch.Generator
     ) -> float:
         """One BCE step on a batch of jittered normals (label 0) and their augmented copies (label 1)."""
-        cfg = self.config
         self.networks["detector"].train()
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-        normals = _colour_jitter(_batch(train, cfg.batch_size, generator), cfg.jitter, generator)
+            group["lr"] = self._lr_at(step, total)
         with torch.no_grad():
-            augmented = self.networks["augmentation"](normals, generator)
-        images = torch.cat([normals, augmented])
-        labels = torch.cat([torch.zeros(len(normals)), torch.ones(len(augmented))]).to(self.device)
-        _, logits, _ = self._detect(images)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+            images, labels = self._pretext_batch(train, generator)
+        loss = F.binary_cross_entropy_with_logits(self._detect(images)[1], labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return loss.item()
 
+    def _lr_at(self, step: int, total: int) -> float:
+        """The detector's learning rate at a step: cosine decay from ``lr`` to 0 over ``total`` steps."""
+        return self.config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+    def _pretext_batch(self, train: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jittered normals (label 0) followed by the same images augmented (label 1)."""
+        cfg = self.config
+        normals = _colour_jitter(_batch(train, cfg.batch_size, generator), cfg.jitter, generator)
+        images = torch.cat([normals, self.networks["augmentation"](normals, generator)])
+        labels = torch.cat([torch.zeros(len(normals)), torch.ones(len(normals))]).to(self.device)
+        return images, labels
+
+    def _trained_there_loss(self, warm: _WarmStart, train: torch.Tensor, loss_images: tuple[torch.Tensor, torch.Tensor], total: int) -> float:
+        """The validation loss at the current strengths, read through the warm-up detector trained ``candidate_steps`` more there.
+
+        The steps (SGD with momentum and weight decay, as the detector's optimiser, on the same batches and
+        augmentation randomness at every strength) train a functional copy, so the detector itself is untouched.
+        """
+        cfg = self.config
+        detector = self.networks["detector"]
+        params = dict(warm.params)
+        buffers = {name: value.clone() for name, value in warm.buffers.items()}
+        velocity = dict(warm.velocity)
+        batches = torch.Generator().manual_seed(cfg.seed + 4)
+
+        def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+            with self.autocast():
+                return functional_call(detector, {**params, **buffers}, (images.contiguous(memory_format=torch.channels_last),))
+
+        detector.train()
+        for step in range(cfg.candidate_steps):
+            with torch.no_grad():
+                images, labels = self._pretext_batch(train, batches)
+            params = {name: value.detach().requires_grad_() for name, value in params.items()}
+            bce = F.binary_cross_entropy_with_logits(run(images)[1].float(), labels)
+            grads = torch.autograd.grad(bce, list(params.values()))
+            lr = self._lr_at(cfg.warmup_steps + step, total)
+            with torch.no_grad():
+                for (name, value), grad in zip(list(params.items()), grads):
+                    velocity[name] = cfg.momentum * velocity[name] + grad + cfg.weight_decay * value
+                    params[name] = value - lr * velocity[name]
+        detector.eval()
+        return self._loss_through(lambda images: run(images)[0].float(), loss_images).item()
+
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings of the frozen detector (eval mode), in chunks."""
+        self.networks["detector"].eval()
         return torch.cat([self._detect(chunk)[0] for chunk in images.split(64)])
 
     def _reference_normals(self, data: TrainingData) -> torch.Tensor:
         """Normals the validation loss compares with: held-out ones (unseen by the detector) unless they are the validation data."""
         return data.held_out if self._validation_source(data) == "test" else data.train
 
-    def _validation_loss(
-        self, train: torch.Tensor, reference: torch.Tensor, validation: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
-        """The validation loss on random batches, differentiable in the augmentation strengths (detector frozen)."""
-        cfg = self.config
-        detector = self.networks["detector"].eval()
-        detector.requires_grad_(False)
-        try:
-            normals = _batch(reference, cfg.validation_batch, generator)
-            with torch.no_grad():
-                normal_embeddings = self._embed(normals)
-                validation_embeddings = self._embed(_batch(validation, cfg.validation_batch, generator))
-            augmented_embeddings = self._embed(self.networks["augmentation"](normals, generator))
-            return mean_distance_loss(normal_embeddings, augmented_embeddings, validation_embeddings)
-        finally:
-            detector.requires_grad_(True)
+    def _loss_images(self, reference: torch.Tensor, validation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed normals and validation images every reading of the validation loss compares (``landscape_images`` each)."""
+        order = torch.Generator().manual_seed(self.config.seed + 2)
+        return _batch(reference, self.config.landscape_images, order), _batch(validation, self.config.landscape_images, order)
 
-    def _fixed_loss(self, reference: torch.Tensor, validation: torch.Tensor) -> Callable[[], float]:
-        """The validation loss at the current strengths on fixed images and fixed augmentation randomness (for landscapes)."""
-        cfg = self.config
-        order = torch.Generator().manual_seed(cfg.seed + 2)
-        normals = _batch(reference, cfg.landscape_images, order)
-        validation = _batch(validation, cfg.landscape_images, order)
-
-        @torch.no_grad()
-        def loss_at() -> float:
-            self.networks["detector"].eval()
-            augmented = self.networks["augmentation"](normals, torch.Generator().manual_seed(cfg.seed + 3))
-            return mean_distance_loss(self._embed(normals), self._embed(augmented), self._embed(validation)).item()
-
-        return loss_at
+    @torch.no_grad()
+    def _loss_through(self, embed: Callable[[torch.Tensor], torch.Tensor], loss_images: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The validation loss at the current strengths through an embedding, with fixed augmentation randomness."""
+        normals, validation = loss_images
+        augmented = self.networks["augmentation"](normals, torch.Generator().manual_seed(self.config.seed + 3))
+        return mean_distance_loss(embed(normals), embed(augmented), embed(validation))
 
     @torch.no_grad()
     def _record_thumbnail(self, index: int, example: torch.Tensor) -> None:
@@ -434,6 +462,21 @@ class STSSAD(Method):
     def _physical_at(self, strengths: list[float]) -> dict[str, float]:
         augmentation = self.networks["augmentation"]
         return dict(zip(augmentation.units, augmentation.to_physical(torch.tensor(strengths)).tolist()))
+
+
+@dataclass(frozen=True)
+class _WarmStart:
+    """The detector's parameters, buffers and momentum at the end of the warm-up: where every trained-there reading starts."""
+
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    velocity: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, detector: nn.Module, optimizer: torch.optim.Optimizer) -> _WarmStart:
+        params = {name: value.detach().clone() for name, value in detector.named_parameters()}
+        velocity = {name: optimizer.state[value]["momentum_buffer"].detach().clone() for name, value in detector.named_parameters()}
+        return cls(params, {name: value.detach().clone() for name, value in detector.named_buffers()}, velocity)
 
 
 class _Counter:

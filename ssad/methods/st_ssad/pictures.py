@@ -47,8 +47,9 @@ def _number(value: float) -> str:
 def landscape_picture(grid: dict[str, Any], path: list[list[float]]) -> np.ndarray:
     """The landscape as a heat map (dark = low loss) over physical values, with ``path`` (strengths) drawn on it.
 
-    The first parameter runs along x, the second (if any) along y; the start is a cyan ring, the end a
-    green dot, the grid's lowest point a white square.
+    The first parameter runs along x, the second (if any) along y, each cell centred on its grid point (the
+    grid's ``strengths``: with or without the bounds); the start is a cyan ring, the end a green dot, the
+    grid's lowest point a white square.
     """
     losses = np.asarray(grid["loss"], dtype=np.float64)
     losses = losses[:, None] if losses.ndim == 1 else losses
@@ -61,14 +62,20 @@ def landscape_picture(grid: dict[str, Any], path: list[list[float]]) -> np.ndarr
     draw = ImageDraw.Draw(canvas)
     n_x, n_y = losses.shape
 
+    axes_strengths = [np.asarray(axis, dtype=np.float64) for axis in grid.get("strengths", [np.linspace(0, 1, n) for n in losses.shape])]
+
+    def cell(strength: float, axis: np.ndarray) -> float:
+        """Where a strength falls in cells of the evenly spaced axis (0 = the first cell's centre)."""
+        return (strength - axis[0]) / (axis[1] - axis[0]) if len(axis) > 1 else 0.0
+
     def point(strengths: list[float]) -> tuple[float, float]:
-        x = LEFT + (strengths[0] * (n_x - 1) + 0.5) / n_x * width
-        y_strength = strengths[1] if len(strengths) > 1 else 0.5
-        y = TOP + height - (y_strength * (n_y - 1) + 0.5) / n_y * height if n_y > 1 else TOP + height / 2
-        return x, y
+        x = LEFT + (cell(strengths[0], axes_strengths[0]) + 0.5) / n_x * width
+        if n_y == 1:
+            return x, TOP + height / 2
+        return x, TOP + height - (cell(strengths[1], axes_strengths[1]) + 0.5) / n_y * height
 
     best = np.unravel_index(int(np.argmin(losses)), losses.shape)
-    bx, by = point([best[0] / max(n_x - 1, 1), best[1] / max(n_y - 1, 1)])
+    bx, by = point([float(axis[i]) for axis, i in zip(axes_strengths, best)] + [0.5] * (2 - len(best)))
     draw.rectangle([bx - 6, by - 6, bx + 6, by + 6], outline="white", width=2)
     points = [point(p) for p in path]
     if len(points) > 1:
