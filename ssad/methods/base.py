@@ -61,8 +61,7 @@ class MethodConfig:
     scoring_fields: ClassVar[tuple[str, ...]] = ("threshold_sigmas", "precision")
     """Fields that only score or calibrate: changing one means recalibrate, not retrain."""
     retired_fields: ClassVar[tuple[str, ...]] = ()
-    """Fields of earlier versions, ignored when a saved config is read (recalibrate such a model, or retrain it
-    where the field shaped training)."""
+    """Scoring fields of earlier versions, ignored when a saved config is read (recalibrate such a model)."""
 
     @classmethod
     def from_saved(cls, values: dict[str, Any]) -> MethodConfig:
@@ -208,10 +207,6 @@ class Method(ABC):
         other.state, other.info = copy.deepcopy(self.state), copy.deepcopy(self.info)
         other.adopt_scoring_settings(dataclasses.replace(self.config, **changes))
         return other
-
-    def training_note(self) -> str:
-        """What a reader of this model's results should know about its training beyond its config (none by default)."""
-        return ""
 
     def ablations(self) -> dict[str, Method]:
         """Variants without one of the method's mechanisms, evaluated beside it (see ``ssad.evaluation``)."""
