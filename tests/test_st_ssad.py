@@ -111,20 +111,17 @@ def test_tuning_state_has_params_bounds_losses_and_the_landscape(trained):
     assert set(tuning["params"]) == set(tuning["bounds"]) == {"area_ratio", "aspect_ratio"}
     for unit, (low, high) in tuning["bounds"].items():
         assert low <= tuning["params"][unit] <= high
-    assert len(tuning["losses"]) == trained.info["log"]["steps"] // cfg.tune_every
+    n_polls = trained.info["log"]["steps"] // cfg.tune_every
+    assert len(tuning["losses"]) == len(tuning["trajectory"]) == n_polls + 1 == len(tuning["poll_steps"]) + 1  # start, each poll
     assert (tuning["loss_first"], tuning["loss_last"]) == pytest.approx(first_and_last_sixth(tuning["losses"]), abs=1e-4)
-    assert len(tuning["trajectory"]) == 2 + len(tuning["losses"])  # the warm-up's strengths, the start, each step
-    start = np.asarray(tuning["start_grid"]["loss"])
-    assert start.shape == (cfg.coarse_points, cfg.coarse_points)
-    assert tuning["trajectory"][1] == pytest.approx(tuning["start"]["grid_minimum"], abs=1e-3)
+    assert tuning["trajectory"][0] == pytest.approx([cfg.initial_strength] * 2, abs=1e-4)
     assert all(later <= earlier for earlier, later in zip(tuning["losses"], tuning["losses"][1:]))
-    assert tuning["losses"][0] <= tuning["start"]["grid_loss"] and len(tuning["poll_steps"]) == len(tuning["losses"])
-    assert tuning["start"]["grid_loss"] == pytest.approx(start.min(), abs=1e-4)
+    assert np.asarray(tuning["trained_there_grid"]["loss"]).shape == (cfg.coarse_points, cfg.coarse_points)
     grid = tuning["grid"]
     assert np.asarray(grid["loss"]).shape == (cfg.grid_points, cfg.grid_points) and np.isfinite(grid["loss"]).all()
     assert grid["names"] == ["area", "aspect"] and len(grid["strengths"][0]) == cfg.grid_points
     assert grid["physical"]["area_ratio"] == pytest.approx(list(np.geomspace(*cfg.area_range, cfg.grid_points)), rel=1e-3)
-    assert tuning["start_grid"]["strengths"][0] == pytest.approx([(i + 0.5) / cfg.coarse_points for i in range(cfg.coarse_points)])
+    assert tuning["trained_there_grid"]["strengths"][0] == pytest.approx([(i + 0.5) / cfg.coarse_points for i in range(cfg.coarse_points)])
     assert 2 <= len(tuning["recorded"]) <= cfg.recorded_steps
     assert trained.training_note().startswith("cutdiff tuned on the unlabelled test images (transductive): area ratio ")
     assert trained.networks["scoring"].thumbnails[0].abs().sum() > 0
@@ -157,8 +154,8 @@ def test_the_trained_there_loss_trains_a_copy_as_the_detector_would():
 
 
 def test_the_compass_search_reaches_an_interior_minimum_of_a_rough_stand_in_loss():
-    """Start at a landscape's lowest point, then polls on a loss with its minimum at strengths (0.3, 0.65) and
-    small jumps everywhere (as the trained-there loss has): the loss falls and the search ends near the minimum."""
+    """From the middle, polls on a loss with its minimum at strengths (0.3, 0.65) and small jumps everywhere (as the
+    trained-there loss has): the loss falls at every move and the search ends near the minimum."""
     augmentation = CutDiff((0.02, 0.15), (0.3, 1.0))
     target = np.array([0.3, 0.65])
     readings = []
@@ -170,18 +167,19 @@ def test_the_compass_search_reaches_an_interior_minimum_of_a_rough_stand_in_loss
 
     landscape = evaluate_landscape(augmentation, loss, 4, centred=True)
     assert landscape.axes[0] == (0.125, 0.375, 0.625, 0.875)
-    search = CompassSearch(augmentation, loss, step=0.125)
-    search.start_at_minimum(landscape)
-    assert search.trajectory[-1] == pytest.approx([0.375, 0.625], abs=1e-3) and search.start["grid_loss"] == pytest.approx(landscape.losses.min(), abs=1e-5)
+    augmentation.set_strengths([0.5, 0.5])
+    search = CompassSearch(augmentation, loss, step=0.25)
+    search.remember(landscape)
     n_readings = len(readings)
     for _ in range(20):
         search.poll()
+    assert search.trajectory[0] == pytest.approx([0.5, 0.5], abs=1e-4) and len(search.trajectory) == len(search.losses) == 21
     assert all(later <= earlier for earlier, later in zip(search.losses, search.losses[1:]))
-    assert search.losses[-1] < landscape.losses.min()
+    assert search.losses[-1] < search.losses[0] and search.losses[-1] < landscape.losses.min()
     assert np.abs(np.array(search.strengths()) - target).max() < 0.04
     assert min(search.strengths()) > 0.05 and max(search.strengths()) < 0.95  # at least 5 % of the range from both bounds
-    assert len(readings) - n_readings < 20 * 4  # a point already read is not read again
-    assert search.steps[-1] == 0.125 / 16 and len(search.trajectory) == 2 + 20  # the step stops shrinking at 1/16
+    assert len(readings) - n_readings < 1 + 20 * 4  # a point already read is not read again
+    assert search.steps[0] == 0.25 and search.steps[-1] == 0.25 / 16  # the step stops shrinking at 1/16
 
 
 def test_landscape_picture_draws_axes_path_start_and_end():
@@ -192,8 +190,10 @@ def test_landscape_picture_draws_axes_path_start_and_end():
     pixels = (picture * 255).round().astype(int)
     assert (np.abs(pixels - START).sum(-1) < 30).any() and (np.abs(pixels - END).sum(-1) < 30).any()
     assert (pixels[-40:, 60:-60] < 100).any() and (pixels[40:-60, :30] < 100).any()  # x and y labels in the margins
-    curve = loss_picture(list(np.linspace(2, 1, 50)), 25, 5)
+    curve = loss_picture(list(np.linspace(2, 1, 15)))
     assert curve.shape == (SIZE, SIZE, 3) and (curve[-40:, 60:-60] < 0.4).any()
+    rows, columns = np.nonzero(np.abs(curve * 255 - np.array([30, 90, 200])).sum(-1) < 30)
+    assert rows[columns < LEFT + 10].mean() < rows[columns > SIZE - RIGHT - 10].mean()  # a falling loss falls on the picture
     assert landscape_picture({**grid, "loss": grid["loss"][0], "physical": {"angle_degrees": list(range(7))}}, [[0.2], [0.7]]).shape == (SIZE, SIZE, 3)
     centred = {"loss": np.ones((4, 4)).tolist(), "strengths": [[0.125, 0.375, 0.625, 0.875]] * 2,
                "physical": {"area_ratio": [0.002, 0.01, 0.05, 0.2], "aspect_ratio": [0.05, 0.1, 0.3, 0.6]}}
@@ -212,10 +212,11 @@ def test_synthetic_defects_score_higher_than_normals_with_frames(trained, synthe
     auroc = (defect[:, None] > normal[None]).mean()
     assert auroc > 0.7
     result = trained.predict(dataset.test[-1].load_image())
-    assert len(result.frames) == len(trained.state["tuning"]["recorded"]) + 2
-    assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "final landscape, dark=low"]
+    assert len(result.frames) == len(trained.state["tuning"]["recorded"]) + 3
+    assert [p.title for p in result.frames[0].panels] == ["cutdiff at this step", "loss if trained there, dark=low"]
     assert result.frames[0].caption.startswith("Training step")
-    assert [p.title for p in result.frames[-2].panels] == ["loss if trained there", "validation loss, mean of 10"]
+    assert [p.title for p in result.frames[-3].panels] == ["loss if trained there", "validation loss at each poll"]
+    assert [p.title for p in result.frames[-2].panels] == ["trained detector, dark=low"]
     assert result.frames[-1].panels[-1].kind == "heat"
     assert all(render_frame(frame, result.calibration, 144).shape[1] <= 390 for frame in result.frames)  # phone width
     assert result.anomaly_map.shape == dataset.test[-1].load_image().shape[:2]

@@ -32,15 +32,15 @@ Choices where the paper is unclear or where we depart (METHODS.md 2.5, 2.6):
   there*: a functional copy of the detector at the end of its warm-up (``warmup_steps`` at
   ``initial_strength``, the middle of each range) trains ``candidate_steps`` more steps at that strength, on
   the same batches and augmentation randomness for every strength, and the loss is read on fixed images
-  (``landscape_images``). The start is the lowest point of this loss on a ``coarse_points``-per-parameter grid
-  of cell centres; then every ``tune_every`` detector steps one poll of a compass search (first step
-  ``tune_step``) moves the strengths to a lower loss or halves its step (the paper's alternating updates;
-  the paper follows the loss's gradient). Read through the detector being trained instead, the loss is lowest
-  wherever that detector has learnt least: the strengths were pushed away from wherever they were and slid
-  into the bounds while the loss rose (the models of the previous rule). After training, a ``grid_points``
-  landscape of the final, frozen detector is stored in ``state["tuning"]["grid"]`` (the trained-there start
-  landscape in ``start_grid``) with the tuning path, and drawn in the frames (the same for every image:
-  they show the training).
+  (``landscape_images``). From the warm-up's strengths, every ``tune_every`` detector steps one poll of a
+  compass search (first step ``tune_step``) moves the strengths to a lower loss or halves its step (the
+  paper's alternating updates; the paper follows the loss's gradient, from a start chosen by a
+  score-variance heuristic). Read through the detector being trained instead, the loss is lowest wherever
+  that detector has learnt least: the strengths were pushed away from wherever they were and slid into the
+  bounds while the loss rose (the models of the previous rule). The trained-there loss on a
+  ``coarse_points``-per-parameter grid of cell centres is stored in ``state["tuning"]["trained_there_grid"]``
+  and the path is drawn on it in the frames (the same for every image: they show the training); the
+  ``grid_points`` landscape of the final, frozen detector is stored in ``state["tuning"]["grid"]``.
 * Validation data (``validation``): ``"test"`` = the dataset's test images without their labels
   (transductive, as in the paper; at most ``max_validation_images``, a seeded random subset);
   ``"held_out"`` = the held-out training normals (which also calibrate the threshold). Without test
@@ -94,8 +94,6 @@ from ssad.result import Frame, Panel
 
 AUGMENTATIONS = ("cutdiff", "rotation")
 VALIDATION_SOURCES = ("test", "held_out")
-LOSS_DISPLAY_WINDOW = 10
-"""Validation losses averaged for the tuning frames (display only; the raw values are in ``state``)."""
 
 
 @dataclass
@@ -124,7 +122,7 @@ class STSSADConfig(MethodConfig):
     grid_points: int = 7  # per parameter, for the landscape stored and drawn
     landscape_images: int = 64  # normals (augmented too) and validation images per landscape point
     tune_every: int = 20  # detector steps between two polls of the compass search
-    tune_step: float = 0.125  # the search's first step in strength: half a cell of the start grid
+    tune_step: float = 0.25  # the search's first step in strength: a cell of the trained-there landscape
     validation: str = "test"
     max_validation_images: int = 200
     score_stages: tuple[int, ...] = (2, 3)
@@ -207,19 +205,19 @@ class STSSAD(Method):
             counter.tick(f"trained-there loss at {augmentation.physical()}")
             return self._trained_there_loss(warm, train, loss_images, total)
 
+        landscape = evaluate_landscape(augmentation, trained_there, cfg.coarse_points, centred=True)
         search = CompassSearch(augmentation, trained_there, cfg.tune_step)
-        start = evaluate_landscape(augmentation, trained_there, cfg.coarse_points, centred=True)
-        search.start_at_minimum(start)
+        search.remember(landscape)
         n_tune = steps // cfg.tune_every
         recorded_at = set(np.linspace(0, n_tune - 1, cfg.recorded_steps).round().astype(int).tolist()) if n_tune else set()
         recorded: list[dict[str, int]] = []
         bce_losses = []
         for step in range(steps):
             bce_losses.append(self._detector_step(train, optimizer, cfg.warmup_steps + step, total, generator))
-            if (step + 1) % cfg.tune_every == 0 and len(search.losses) < n_tune:
-                if len(search.losses) in recorded_at and len(recorded) < cfg.recorded_steps:
+            if (step + 1) % cfg.tune_every == 0 and len(search.steps) < n_tune:
+                if len(search.steps) in recorded_at and len(recorded) < cfg.recorded_steps:
                     self._record_thumbnail(len(recorded), train[0])
-                    recorded.append({"step": step + 1, "path": len(search.trajectory), "losses": len(search.losses)})
+                    recorded.append({"step": step + 1, "path": len(search.trajectory), "polls": len(search.steps)})
                 search.poll()
             counter.tick(f"step {step + 1}/{steps} bce {np.mean(bce_losses[-20:]):.4f} {augmentation.physical()}")
 
@@ -239,8 +237,7 @@ class STSSAD(Method):
                 "losses": [round(v, 5) for v in search.losses],
                 "poll_steps": search.steps,
                 "trajectory": search.trajectory,
-                "start": search.start,
-                "start_grid": start.to_state(augmentation.names, augmentation.physical_axes(start.axes)),
+                "trained_there_grid": landscape.to_state(augmentation.names, augmentation.physical_axes(landscape.axes)),
                 "recorded": recorded,
                 "grid": final.to_state(augmentation.names, augmentation.physical_axes(final.axes)),
             }
@@ -428,8 +425,9 @@ class STSSAD(Method):
         )
 
     def _tuning_frames(self) -> list[Frame]:
-        """The training's tuning, the same for every image: per recorded step the augmented example and the final
-        landscape with the path so far; then the whole path on the start landscape beside the loss over the tuning steps."""
+        """The training's tuning, the same for every image: per recorded step the augmented example and the path so far
+        on the landscape the search minimises (the loss as trained there); then the whole path beside the loss at each
+        poll; then the trained detector's own landscape, which is lowest where it has learnt least."""
         tuning = self.state.get("tuning")
         if not tuning:
             return []
@@ -443,7 +441,7 @@ class STSSAD(Method):
                     caption=f"Training step {entry['step']}: {values}",
                     panels=(
                         Panel(f"{tuning['augmentation']} at this step", thumbnails[index].permute(1, 2, 0).cpu().numpy(), "image"),
-                        Panel("final landscape, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"][: entry["path"]]), "image"),
+                        Panel("loss if trained there, dark=low", landscape_picture(tuning["trained_there_grid"], tuning["trajectory"][: entry["path"]]), "image"),
                     ),
                 )
             )
@@ -452,9 +450,15 @@ class STSSAD(Method):
             Frame(
                 caption=f"Tuned: {values} (ring start, dot end)",
                 panels=(
-                    Panel("loss if trained there", landscape_picture(tuning["start_grid"], tuning["trajectory"]), "image"),
-                    Panel(f"validation loss, mean of {LOSS_DISPLAY_WINDOW}", loss_picture(tuning["losses"], len(tuning["losses"]), LOSS_DISPLAY_WINDOW), "image"),
+                    Panel("loss if trained there", landscape_picture(tuning["trained_there_grid"], tuning["trajectory"]), "image"),
+                    Panel("validation loss at each poll", loss_picture(tuning["losses"]), "image"),
                 ),
+            )
+        )
+        frames.append(
+            Frame(
+                caption="The trained detector's own landscape (dot: tuned)",
+                panels=(Panel("trained detector, dark=low", landscape_picture(tuning["grid"], tuning["trajectory"][-1:]), "image"),),
             )
         )
         return frames

@@ -94,27 +94,18 @@ def landscape_picture(grid: dict[str, Any], path: list[list[float]]) -> np.ndarr
     return np.asarray(canvas, dtype=np.float32) / 255
 
 
-def loss_picture(losses: list[float], upto: int, window: int) -> np.ndarray:
-    """The validation loss over tuning steps (trailing mean of ``window``), bright up to ``upto``, faint after."""
+def loss_picture(losses: list[float]) -> np.ndarray:
+    """The validation loss at each poll of the tuning, as a line with a dot per poll."""
     canvas = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(canvas)
-    smoothed = moving_average(losses, window)
+    values = np.asarray(losses, dtype=np.float64)
     width, height = SIZE - RIGHT - LEFT, SIZE - BOTTOM - TOP
-    low, high = (float(smoothed.min()), float(smoothed.max())) if len(smoothed) else (0.0, 1.0)
-    if len(smoothed) > 1:
-        xs = LEFT + np.arange(len(smoothed)) / (len(smoothed) - 1) * width
-        ys = TOP + height - (smoothed - low) / max(high - low, 1e-12) * height
-        line = list(zip(xs.tolist(), ys.tolist()))
-        draw.line(line, fill=(180, 180, 180), width=2)
-        if upto > 1:
-            draw.line(line[:upto], fill=(30, 90, 200), width=3)
-    _axes(draw, canvas, "tuning step", ("0", str(len(losses))), "val. loss", (_number(low), _number(high)))
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    if len(values) > 1:
+        xs = LEFT + np.arange(len(values)) / (len(values) - 1) * width
+        ys = TOP + height - (values - low) / max(high - low, 1e-12) * height
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(30, 90, 200), width=3)
+        for x, y in zip(xs.tolist(), ys.tolist()):
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 90, 200))
+    _axes(draw, canvas, "poll", ("1", str(len(losses))), "val. loss", (_number(low), _number(high)))
     return np.asarray(canvas, dtype=np.float32) / 255
-
-
-def moving_average(values: list[float], window: int) -> np.ndarray:
-    """Trailing mean over up to ``window`` values, as long as the input (for a readable noisy curve)."""
-    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
-    ends = np.arange(1, len(values) + 1)
-    starts = np.maximum(ends - window, 0)
-    return (sums[ends] - sums[starts]) / (ends - starts)

@@ -1,14 +1,14 @@
-"""ST-SSAD's tuning rule: gradient steps on the augmentation strengths, from the lowest point of a loss landscape.
+"""ST-SSAD's tuning rule: a compass search on the augmentation strengths, and loss landscapes to draw it on.
 
 A landscape is the validation loss on a grid of strengths, with the same images and the same augmentation
 randomness at every point, so that neighbouring points differ only by the strengths. The rule (our
 choice; the paper tunes by gradient from a candidate chosen by a score-variance heuristic, and its
 step counts are not given):
 
-* the start is the lowest point of a coarse landscape of the loss *as trained there*: read through a
-  detector trained a few steps at that point from one shared warm-up;
-* then, every ``tune_every`` detector steps, one poll of a compass search on that same loss (the paper's
-  alternating updates; the paper follows the gradient instead).
+* the loss of a strength is read *as trained there*: through a detector trained a few steps at that
+  strength from one shared warm-up (a coarse landscape of it is stored and drawn);
+* from the warm-up's strengths (the middle of each range), every ``tune_every`` detector steps, one poll
+  of a compass search on that loss (the paper's alternating updates; the paper follows the gradient instead).
 
 Why the loss is read as trained there: a frozen detector's landscape is lowest away from the strengths it
 was trained at, because training pushes exactly those augmented embeddings away from the normals
@@ -24,7 +24,8 @@ that switches during the copy's steps makes a small jump in it). Its exact gradi
 unrolled into the graph, did not lower it: on bottle the loss rose from 0.58 to 1.58 along that gradient
 (docs/st-ssad-tuning.md). A poll at a step of an eighth of the range reads the loss's trend, and a move is
 made only where the loss is lower, so the loss falls by construction and the search ends in a minimum at
-the resolution of its last step.
+the resolution of its last step. It starts in the middle rather than at the coarse landscape's lowest point,
+so that what it finds is its own: started there, it found no lower point on bottle and never moved.
 """
 
 from __future__ import annotations
@@ -84,16 +85,16 @@ def evaluate_landscape(
 
 
 class CompassSearch:
-    """Compass search on the strengths: poll one step either way along each parameter, move to the lowest point
-    polled when it beats the current one, else halve the step (down to 1/``2**HALVINGS`` of the first). Records the
-    path, the loss and the step at each poll.
+    """Compass search on the strengths, from where they are: poll one step either way along each parameter, move to
+    the lowest point polled when it beats the current one, else halve the step (down to 1/``2**HALVINGS`` of the
+    first). Records the path, the loss at the start and after each poll, and each poll's step.
 
     The loss must be a deterministic function of the strengths (fixed images, batches and randomness), so a
     move always lowers it and every point's loss is read once.
     """
 
     HALVINGS = 4
-    """At 1/16 of the first step (1/128 of the range by default) the trained-there loss's jumps outweigh its trend."""
+    """At 1/16 of the first step (1/64 of the range by default) the trained-there loss's jumps outweigh its trend."""
 
     def __init__(self, augmentation: LearnableAugmentation, loss_at: Callable[[], float], step: float):
         self.augmentation, self.loss_at, self.step_size = augmentation, loss_at, step
@@ -102,19 +103,14 @@ class CompassSearch:
         self.trajectory: list[list[float]] = [self.strengths()]
         self.losses: list[float] = []
         self.steps: list[float] = []
-        self.start: dict[str, Any] = {}
 
     def strengths(self) -> list[float]:
         return [round(v, 5) for v in self.augmentation.strengths.tolist()]
 
-    def start_at_minimum(self, landscape: Landscape) -> None:
-        """Start from the landscape's lowest point, whose loss it already holds (as every other point's)."""
-        best, best_loss = landscape.minimum()
+    def remember(self, landscape: Landscape) -> None:
+        """Keep a landscape's readings, so that a poll on one of its points does not read the loss again."""
         for index in itertools.product(*(range(len(axis)) for axis in landscape.axes)):
             self.known[tuple(round(landscape.axes[i][k], 5) for i, k in enumerate(index))] = float(landscape.losses[index])
-        self.augmentation.set_strengths(best)
-        self.start = {"grid_minimum": list(best), "grid_loss": round(best_loss, 5)}
-        self.trajectory.append(self.strengths())
 
     def loss(self, strengths: tuple[float, ...]) -> float:
         """The loss at given strengths (read once, then remembered); the strengths are left there."""
@@ -128,6 +124,8 @@ class CompassSearch:
         """One poll around the current strengths; returns the loss where the search stands afterwards."""
         here = tuple(self.strengths())
         best, best_loss = here, self.loss(here)
+        if not self.losses:
+            self.losses.append(best_loss)
         for index, sign in itertools.product(range(len(here)), (-1, 1)):
             moved = list(here)
             moved[index] = here[index] + sign * self.step_size
@@ -135,11 +133,11 @@ class CompassSearch:
                 candidate_loss = self.loss(tuple(moved))
                 if candidate_loss < best_loss:
                     best, best_loss = tuple(moved), candidate_loss
+        self.steps.append(self.step_size)
         if best == here:
             self.step_size = max(self.step_size / 2, self.min_step)
         self.augmentation.set_strengths(list(best))
         self.losses.append(best_loss)
-        self.steps.append(self.step_size)
         self.trajectory.append(self.strengths())
         return best_loss
 
