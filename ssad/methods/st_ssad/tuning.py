@@ -22,9 +22,9 @@ reach its minimum and the loss falls along the way.
 Why a compass search and not the gradient: the loss as trained there is rough at small scales (every ReLU
 that switches during the copy's steps makes a small jump in it). Its exact gradient, with the copy's steps
 unrolled into the graph, did not lower it: on bottle the loss rose from 0.58 to 1.58 along that gradient
-(docs/st-ssad-tuning.md). A poll at a step of an eighth of the range reads the loss's trend, and a move is
-made only where the loss is lower, so the loss falls by construction and the search ends in a minimum at
-the resolution of its last step. It starts in the middle rather than at the coarse landscape's lowest point,
+(docs/st-ssad-tuning.md). A poll at a step of a quarter of the range (halved down to 1/64) reads the
+loss's trend, and a move is made only where the loss is lower, so the loss falls by construction and the
+search ends in a minimum at the resolution of its last step. It starts in the middle rather than at the coarse landscape's lowest point,
 so that what it finds is its own: started there, it found no lower point on bottle and never moved.
 """
 
