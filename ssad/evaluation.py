@@ -118,9 +118,9 @@ def evaluate(method: Method, dataset: AnomalyDataset, progress: Progress = no_pr
         "precision": resolve_precision(method.config.precision, method.device),
     }
     report["per_class_auroc"] = _per_class_auroc(dataset, scores)
-    training_note = getattr(method, "training_note", None)  # what a method that tunes itself on data tuned on (ST-SSAD)
-    if training_note and training_note():
-        report["training_note"] = training_note()
+    note = getattr(method, "training_note", lambda: "")()  # what a method that tunes itself on data tuned on (ST-SSAD)
+    if note:
+        report["training_note"] = note
     if 1 < len(set(tested.widths)) <= MAX_SCAN_WIDTHS:
         report["per_width_auroc"] = _per_group_auroc(labels, scores, np.array(tested.widths))
     if tested.hidden["normal"]:
