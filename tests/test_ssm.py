@@ -14,6 +14,7 @@ from ssad.methods.base import held_out_split
 from ssad.methods.ssm import SSM, SSMConfig
 from ssad.methods.ssm.masks import complementary_masks, uncover
 from ssad.methods.ssm.network import MaskedUNet
+from ssad.nn.filters import gaussian_blur
 
 TINY = dict(size=32, epochs=6, batch_size=4, base_width=4, cell_sizes=(2, 4, 8), refine_block=4, lr=3e-3)
 
@@ -133,6 +134,38 @@ def test_refined_rounds_inpaint_only_what_is_still_hidden(trained, synthetic_cat
     assert 0 < kept.float().mean() < 1
     assert torch.equal(rounds[-1]["composite"][:, kept], rounds[0]["composite"][:, kept])
     assert not torch.allclose(rounds[-1]["composite"][:, ~kept], rounds[0]["composite"][:, ~kept])
+
+
+def test_a_pixel_judged_normal_keeps_the_error_of_its_last_hidden_round(trained, synthetic_category):
+    """The map is built from each pixel's error in the last round that hid it, refined rounds rescaled; not recomputed."""
+    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
+    with torch.inference_mode():
+        first = trained._refine(image_tensor, iterations=1)[0][0]
+    rounds = _rounds_at_threshold(trained, image_tensor, float(trained._block_levels(first["map"]).median()))
+    kept = rounds[0]["error"]
+    for index, refined in enumerate(rounds[1:], 1):
+        scale, offset = trained.state["refine_rescale"][index - 1]
+        kept = torch.where(refined["uncovered"], kept, scale * refined["error"] + offset)
+        assert torch.allclose(refined["map"], gaussian_blur(kept[None, None], trained.config.smoothing_sigma)[0, 0], atol=1e-6)
+    assert not torch.allclose(rounds[-1]["error"], rounds[0]["error"])  # the recomputed error moves, the kept error does not
+
+
+def test_rescale_puts_refined_errors_on_the_first_rounds_scale(trained, synthetic_category):
+    """On the held-out normals, the rescaled error of the pixels a refined round hides has round 1's mean and spread."""
+    dataset = open_dataset(synthetic_category)
+    _, held_out_paths = held_out_split(dataset, trained.config)
+    scale, offset = trained.state["refine_rescale"][0]
+    first, refined = [], []
+    with torch.inference_mode():
+        for image in trained.load_images(held_out_paths):
+            rounds = trained._refine(image, iterations=2)[0]
+            hidden = ~rounds[-1]["uncovered"]
+            first.append(rounds[0]["error"][hidden])
+            refined.append(scale * rounds[-1]["error"][hidden] + offset)
+    first, refined = torch.cat(first), torch.cat(refined)
+    assert len(trained.state["refine_rescale"]) == trained.config.refine_iterations - 1
+    assert float(refined.mean()) == pytest.approx(float(first.mean()), rel=1e-3)
+    assert float(refined.std()) == pytest.approx(float(first.std()), rel=1e-3)
 
 
 def test_synthetic_defects_score_higher_than_normals(trained, synthetic_category):

@@ -23,6 +23,12 @@ Choices where the paper and code leave room (also in the README):
   context, and its multi-scale error is computed whole (with the input copied into the uncovered
   pixels instead, the coarse GMS scales of a small hidden region mix in exact pixels and its error
   drops, so the refined map understated what stayed hidden; `docs/ssm-refinement.md`).
+* Each pixel's map value is the error of the last round that hid it, not the error recomputed on the last
+  composite: recomputed, the multi-scale GMS and the smoothing carried the change of the re-inpainted
+  regions onto pixels already judged normal. A refined round's error is put on the first round's scale
+  by an affine map fitted on held-out normals (mean and spread of their hidden pixels' errors), since with
+  more context the same pixels are inpainted better. Chosen without test labels by ``select`` (forged
+  held-out normals), on bottle and pill; ``docs/ssm-refinement.md``.
 """
 
 from __future__ import annotations
@@ -151,7 +157,8 @@ class SSM(Method):
         return outputs.float().view(n_masks, batch, *outputs.shape[1:])
 
     def fit_scoring(self, held_out: torch.Tensor) -> None:
-        """Learn the normal spread of the two score terms and, unless fixed, the refinement threshold."""
+        """Learn, from held-out normals, the refinement threshold (unless fixed), each refined round's rescaling,
+        and the normal spread of the two score terms."""
         cfg = self.config
         if cfg.refine_threshold is None:
             first_maps = torch.stack([self._refine(image.to(self.device), iterations=1)[0][-1]["map"] for image in held_out])
@@ -159,11 +166,30 @@ class SSM(Method):
             self.state["refine_threshold"] = float(torch.quantile(levels, 1 - cfg.refine_hidden_share))
         else:
             self.state["refine_threshold"] = cfg.refine_threshold
+        self.state["refine_rescale"] = []
+        for round_index in range(1, cfg.refine_iterations):
+            self.state["refine_rescale"].append(self._fit_rescale(held_out, round_index))
         rounds = [self._refine(image.to(self.device))[0][-1] for image in held_out]
         for term in ("map_max", "mse"):
             values = np.array([r[term] for r in rounds])
             self.state[f"{term}_mean"] = float(values.mean())
             self.state[f"{term}_std"] = float(max(values.std(), 1e-8))
+
+    def _fit_rescale(self, held_out: torch.Tensor, round_index: int) -> list[float]:
+        """Scale and offset that put round ``round_index``'s error of the pixels it hides on the first round's scale.
+
+        A refined round inpaints the same pixels with more normal context, so its raw error reads lower than
+        the first round's; matching the mean and spread of the two over the held-out normals' hidden pixels
+        lets one map hold pixels last hidden in different rounds, and the threshold (set on first-round
+        maps) judge every round alike.
+        """
+        first_errors, refined_errors = [], []
+        for image in held_out:
+            rounds = self._refine(image.to(self.device), iterations=round_index + 1)[0]
+            hidden = ~rounds[-1]["uncovered"]
+            first_errors.append(rounds[0]["error"][hidden])
+            refined_errors.append(rounds[-1]["error"][hidden])
+        return _moment_match(torch.cat(refined_errors), torch.cat(first_errors))
 
     def ablations(self) -> dict[str, Method]:
         """SSM without refinement (a single round of masked inpainting), to show what refinement adds."""
@@ -188,7 +214,10 @@ class SSM(Method):
         return cached[round_index]
 
     def _refine(self, image: torch.Tensor, iterations: int | None = None) -> tuple[list[dict[str, Any]], torch.Tensor]:
-        """Progressive mask refinement: returns each round's map, mask and composite, and the final composite."""
+        """Progressive mask refinement: returns each round's map, raw error, mask and composite, and the final composite.
+
+        A pixel's map value is the error of the last round that hid it (rescaled to the first round's scale).
+        """
         cfg = self.config
         iterations = iterations or cfg.refine_iterations
         n_cells = len(cfg.cell_sizes)
@@ -207,17 +236,24 @@ class SSM(Method):
                 composite = torch.where(uncovered, composite_before, composite)
             composite_before = composite
             gms_error = (weights * msgms_anomaly_map(image[None], composite)).sum(dim=0)[0]  # the input broadcasts, so its gradients are computed once
-            squared_evidence = (composite - image).pow(2).mean(dim=1).sum(dim=0)
-            anomaly_map = gaussian_blur(gms_error[None, None], cfg.smoothing_sigma)[0, 0]
+            squared_error = (composite - image).pow(2).mean(dim=1).sum(dim=0)
+            if round_index == 0:
+                kept_error = gms_error
+            else:
+                fitted = self.state["refine_rescale"]  # the round being fitted (_fit_rescale) is read unscaled
+                scale, offset = fitted[round_index - 1] if round_index <= len(fitted) else (1.0, 0.0)
+                kept_error = torch.where(uncovered, kept_error, scale * gms_error + offset)
+            anomaly_map = gaussian_blur(kept_error[None, None], cfg.smoothing_sigma)[0, 0]
             rounds.append(
                 {
                     "map": anomaly_map,
+                    "error": gms_error,
                     "uncovered": uncovered.clone(),
                     "masked_input": image * masks[-1],
                     "mask_cell": cfg.cell_sizes[-1],
                     "composite": composite.mean(dim=0).clamp(0, 1),
                     "map_max": float(anomaly_map.max()),
-                    "mse": float(squared_evidence.mean()),
+                    "mse": float(squared_error.mean()),
                 }
             )
             if round_index + 1 < iterations:
@@ -256,6 +292,14 @@ class SSM(Method):
                 "hidden": (~final["uncovered"]).cpu().numpy(),
             },
         )
+
+
+def _moment_match(values: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Scale and offset that give ``values`` the mean and standard deviation of ``target``; identity when either is empty."""
+    if values.numel() < 2 or target.numel() < 2 or float(values.std()) == 0:
+        return [1.0, 0.0]
+    scale = float(target.std() / values.std())
+    return [scale, float(target.mean() - scale * values.mean())]
 
 
 def _round_frame(index: int, refinement_round: dict[str, Any], n_rounds: int) -> Frame:
