@@ -99,6 +99,15 @@ def _rounds_at_threshold(trained: SSM, image: torch.Tensor, threshold: float) ->
         trained.state["refine_threshold"] = saved
 
 
+def _rounds_at_median_threshold(trained: SSM, synthetic_category) -> list[dict]:
+    """The refinement rounds of the last test image with the threshold at the median of its first-round block levels,
+    so that round 1 uncovers about half of it."""
+    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
+    with torch.inference_mode():
+        first = trained._refine(image_tensor, iterations=1)[0][0]
+    return _rounds_at_threshold(trained, image_tensor, float(trained._block_levels(first["map"]).median()))
+
+
 def test_refinement_threshold_leaves_the_set_share_of_normal_blocks_hidden(trained, synthetic_category):
     """Calibrated on held-out normals, round 1 hides ``refine_hidden_share`` of their blocks; a defect stays hidden more."""
     dataset = open_dataset(synthetic_category)
@@ -126,10 +135,7 @@ def test_uncovered_pixels_keep_their_last_inpainting(trained, synthetic_category
 
 def test_refined_rounds_inpaint_only_what_is_still_hidden(trained, synthetic_category):
     """Pixels uncovered after round 1 keep round 1's inpainting; the pixels still hidden are inpainted again."""
-    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
-    with torch.inference_mode():
-        first = trained._refine(image_tensor, iterations=1)[0][0]
-    rounds = _rounds_at_threshold(trained, image_tensor, float(trained._block_levels(first["map"]).median()))
+    rounds = _rounds_at_median_threshold(trained, synthetic_category)
     kept = rounds[1]["uncovered"]
     assert 0 < kept.float().mean() < 1
     assert torch.equal(rounds[-1]["composite"][:, kept], rounds[0]["composite"][:, kept])
@@ -138,10 +144,7 @@ def test_refined_rounds_inpaint_only_what_is_still_hidden(trained, synthetic_cat
 
 def test_a_pixel_judged_normal_keeps_the_error_of_its_last_hidden_round(trained, synthetic_category):
     """The map is built from each pixel's error in the last round that hid it, refined rounds rescaled; not recomputed."""
-    image_tensor = trained.load_images([open_dataset(synthetic_category).test[-1].path])[0]
-    with torch.inference_mode():
-        first = trained._refine(image_tensor, iterations=1)[0][0]
-    rounds = _rounds_at_threshold(trained, image_tensor, float(trained._block_levels(first["map"]).median()))
+    rounds = _rounds_at_median_threshold(trained, synthetic_category)
     kept = rounds[0]["error"]
     for index, refined in enumerate(rounds[1:], 1):
         scale, offset = trained.state["refine_rescale"][index - 1]
